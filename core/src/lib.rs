@@ -1,0 +1,23 @@
+//! `service-core`: the kit every service of the platform is built from.
+//!
+//! A service takes its typed configuration from [`config`], reports failures
+//! to clients through [`ApiError`] and its registered codes, reads the caller
+//! from a [`RequestContext`] checked by the access engine, signs and verifies
+//! tokens with [`auth`], wraps outbound calls in [`resilience`] policies and
+//! serves its GraphQL schema with [`server`], which adds health, metrics,
+//! request ids, a body limit and graceful shutdown.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod graphql;
+pub mod resilience;
+pub mod server;
+pub mod telemetry;
+
+pub use access_engine;
+pub use context::{Principal, RequestContext, RequestId};
+pub use error::{codes, ApiError, ApiResult, ErrorCode, ErrorRegistry};
