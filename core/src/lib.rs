@@ -10,10 +10,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod graphql;
+pub mod redis;
 pub mod resilience;
 pub mod server;
 pub mod telemetry;

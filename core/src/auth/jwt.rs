@@ -9,6 +9,8 @@
 //! rotation possible. Each failure has its own [`TokenError`] variant for
 //! logs and tests; clients only ever see "expired" or "invalid".
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use std::fmt;
 use std::time::Duration;
 
@@ -17,9 +19,19 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::base64url;
 use super::keys::{KeySet, SigningKey};
 use crate::error::{codes, ApiError};
+
+/// JWT segments are unpadded base64url; the strict engine also refuses
+/// non-canonical trailing bits, as `jsonwebtoken` does.
+fn b64_decode(segment: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(segment).ok()
+}
+
+#[cfg(test)]
+fn b64_encode(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
 
 /// The only algorithm tokens may use, as written in the `alg` header.
 const PINNED_ALG: &str = "EdDSA";
@@ -397,7 +409,7 @@ impl TokenVerifier {
         ) else {
             return Err(TokenError::Malformed);
         };
-        let header: RawHeader = base64url::decode(header)
+        let header: RawHeader = b64_decode(header)
             .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or(TokenError::Malformed)?;
         if header.alg != PINNED_ALG {
@@ -493,8 +505,8 @@ mod tests {
     /// with `key` under `alg`.
     fn craft(header: &Value, claims: &Value, alg: Algorithm, key: &EncodingKey) -> String {
         sign_segments(
-            &base64url::encode(header.to_string().as_bytes()),
-            &base64url::encode(claims.to_string().as_bytes()),
+            &b64_encode(header.to_string().as_bytes()),
+            &b64_encode(claims.to_string().as_bytes()),
             alg,
             key,
         )
@@ -518,7 +530,7 @@ mod tests {
 
     fn segment(token: &str, index: usize) -> Value {
         let part = token.split('.').nth(index).unwrap();
-        serde_json::from_slice(&base64url::decode(part).unwrap()).unwrap()
+        serde_json::from_slice(&b64_decode(part).unwrap()).unwrap()
     }
 
     #[test]
@@ -621,8 +633,8 @@ mod tests {
         ] {
             let token = format!(
                 "{}.{}.",
-                base64url::encode(header.to_string().as_bytes()),
-                base64url::encode(valid_claims().to_string().as_bytes())
+                b64_encode(header.to_string().as_bytes()),
+                b64_encode(valid_claims().to_string().as_bytes())
             );
             assert_eq!(
                 f.verifier.verify(&token),
@@ -652,8 +664,8 @@ mod tests {
             let header = json!({"alg": alg, "kid": "key-1"});
             let token = format!(
                 "{}.{}.c2ln",
-                base64url::encode(header.to_string().as_bytes()),
-                base64url::encode(valid_claims().to_string().as_bytes())
+                b64_encode(header.to_string().as_bytes()),
+                b64_encode(valid_claims().to_string().as_bytes())
             );
             assert_eq!(
                 f.verifier.verify(&token),
@@ -712,7 +724,7 @@ mod tests {
         let forged = format!(
             "{}.{}.{}",
             parts[0],
-            base64url::encode(claims.to_string().as_bytes()),
+            b64_encode(claims.to_string().as_bytes()),
             parts[2]
         );
         assert_eq!(f.verifier.verify(&forged), Err(TokenError::BadSignature));
@@ -743,7 +755,7 @@ mod tests {
         let f = fixture();
         let token = f.issuer.issue(&subject()).unwrap().token;
         let parts: Vec<&str> = token.split('.').collect();
-        let not_json = base64url::encode(b"not json");
+        let not_json = b64_encode(b"not json");
         let oversized = format!("{}.{}.{}", parts[0], "A".repeat(MAX_TOKEN_BYTES), parts[2]);
         for garbage in [
             "".to_owned(),
@@ -845,8 +857,8 @@ mod tests {
         let header = json!({"alg": long});
         let token = format!(
             "{}.{}.",
-            base64url::encode(header.to_string().as_bytes()),
-            base64url::encode(b"{}")
+            b64_encode(header.to_string().as_bytes()),
+            b64_encode(b"{}")
         );
         let Err(TokenError::AlgorithmNotAllowed { alg }) = f.verifier.verify(&token) else {
             panic!("expected AlgorithmNotAllowed");

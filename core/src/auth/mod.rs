@@ -6,7 +6,6 @@
 //! how each failure is reported. Keys are loaded once into a [`KeySet`]
 //! indexed by `kid`, which is how keys rotate without downtime.
 
-mod base64url;
 mod jwt;
 mod keys;
 

@@ -47,6 +47,9 @@ mod rate_limit;
 mod retry;
 mod timeout;
 
+#[cfg(test)]
+mod paused_tests;
+
 pub use breaker::{
     is_dependency_failure, state_gauge, BreakerConfig, BreakerError, BreakerState, CircuitBreaker,
 };
