@@ -30,6 +30,9 @@ cargo bench --locked -p access-engine --bench check 2>&1 | tee "$work/access.txt
 step "cache"
 cargo bench --locked -p service-core --bench cache 2>&1 | tee "$work/cache.txt"
 
+step "embedded store"
+cargo bench --locked -p service-core --bench store 2>&1 | tee "$work/store.txt"
+
 # criterion_rows FILE: "| name | low | median | high |" for each criterion result.
 criterion_rows() {
   grep -E '^[a-z0-9_/ -]+ +time: +\[' "$1" |
@@ -84,6 +87,16 @@ elapsed=$(( $(date +%s) - started ))
   echo "| workload | figure |"
   echo "| --- | ---: |"
   plain_rows "$work/cache.txt" "cache" || true
+  echo
+  echo "## Embedded store"
+  echo
+  echo "Conditional-debit transactions (debit with a balance precondition plus a ledger"
+  echo "insert, in one transaction) on the embedded SQLite store. Target: at least"
+  echo "10 000 transactions/s on this machine."
+  echo
+  echo "| scenario | figure |"
+  echo "| --- | ---: |"
+  plain_rows "$work/store.txt" "embedded" || true
   echo
   echo "Reproduce: \`scripts/bench.sh\` (about ${elapsed} s here)."
 } > "$out"

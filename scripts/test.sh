@@ -12,6 +12,7 @@ source "$root/scripts/lib.sh"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/platform-test.XXXXXX")"
 cleanup() {
+  stop_mongo_wire "$work"
   stop_redis "$work"
   rm -rf "$work"
 }
@@ -24,6 +25,13 @@ step "starting Redis for the tests"
 TEST_REDIS_URL="$(start_redis "$work")"
 export TEST_REDIS_URL
 echo "Redis at $TEST_REDIS_URL"
+
+# The MongoDB path is the production one: the storage conformance suite runs
+# against a real wire server, not only the embedded engine.
+step "starting the MongoDB wire server for the tests"
+TEST_MONGODB_URI="$(start_mongo_wire "$work")"
+export TEST_MONGODB_URI
+echo "MongoDB wire server at $TEST_MONGODB_URI"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod context;
+pub mod db;
 pub mod error;
 pub mod graphql;
 pub mod redis;

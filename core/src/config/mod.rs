@@ -8,6 +8,7 @@
 //! ([`LayeredConfig::entries`]) redact sensitive values.
 
 mod common;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use common::{AppEnv, CommonConfig, LogFormat};
+pub use store::{ConfigStore, StoredSetting, COLLECTION as CONFIG_COLLECTION};
 
 /// What a text shows in place of a sensitive value.
 pub const REDACTED: &str = "***";
@@ -117,6 +119,11 @@ impl LayeredConfig {
             self.set(&key, value, Origin::Store)?;
         }
         Ok(self)
+    }
+
+    /// Overlays the settings a [`ConfigStore`] holds for this service.
+    pub fn with_stored(self, stored: Vec<StoredSetting>) -> Result<Self, ConfigError> {
+        self.with_store(stored.into_iter().map(|s| (s.key, s.value)))
     }
 
     /// Overlays environment variables (pass `std::env::vars()`).
