@@ -19,8 +19,8 @@ use criterion::Criterion;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 use service_core::db::{
-    Database, DbConfig, Document, Filter, IndexSpec, NamingStrategy, PoolSettings, StoreError,
-    Update,
+    encode_cursor, paginate, Database, DbConfig, Direction, Document, Filter, IndexSpec,
+    NamingStrategy, PageArgs, PoolSettings, SortKey, StoreError, Update,
 };
 use tokio::runtime::Runtime;
 
@@ -162,6 +162,61 @@ where
     })
 }
 
+/// Reads a 20-item page at the start of a 220 000-document listing and at
+/// page 10 000 (through its cursor): keyset reads cost the same at any depth.
+fn page_depth(runtime: &Runtime, db: &Database) {
+    const DOCS: i64 = 220_000;
+    const PAGE: i32 = 20;
+    const READS: u32 = 2_000;
+    runtime.block_on(async {
+        db.ensure_indexes(&[IndexSpec::new("pages", "pages_seq", &["seq"])])
+            .await
+            .unwrap();
+        db.transaction(|tx| {
+            Box::pin(async move {
+                for seq in 0..DOCS {
+                    tx.insert(
+                        "pages",
+                        doc(json!({"_id": format!("p{seq:07}"), "seq": seq})),
+                    )
+                    .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await
+        .unwrap();
+    });
+    // Newest first: page 10 000 starts after the document at position 200 000.
+    let position = DOCS - 1 - 10_000 * i64::from(PAGE) + 1;
+    let deep = encode_cursor(&SortKey {
+        value: json!(position),
+        id: format!("p{position:07}"),
+    });
+    for (label, after) in [("1", None), ("10000", Some(deep))] {
+        let query = PageArgs::forward(Some(PAGE), after).validate().unwrap();
+        let started = Instant::now();
+        for _ in 0..READS {
+            let page = runtime
+                .block_on(paginate(
+                    db,
+                    "pages",
+                    &Filter::all(),
+                    "seq",
+                    Direction::Desc,
+                    &query,
+                ))
+                .unwrap();
+            assert_eq!(page.edges.len(), PAGE as usize);
+            black_box(page);
+        }
+        println!(
+            "embedded page read page={label}: {:.0} µs",
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(READS)
+        );
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -200,6 +255,8 @@ fn main() {
             outcome.per_second, outcome.p50_us, outcome.p99_us
         );
     }
+
+    page_depth(&runtime, &db);
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
