@@ -39,9 +39,10 @@ criterion_rows() {
     sed -E 's/^([^ ]+) +time: +\[([^ ]+ [^ ]+) ([^ ]+ [^ ]+) ([^ ]+ [^ ]+)\]/| \1 | \2 | \3 | \4 |/'
 }
 
-# plain_rows FILE PREFIX: "| rest | value |" for lines "PREFIX rest: value".
+# plain_rows FILE PREFIX: "| rest | value |" for the benches' own lines
+# "PREFIX rest: value" (criterion's "time:" lines are left to criterion_rows).
 plain_rows() {
-  grep -E "^$2" "$1" | sed -E "s/^$2 ?(.*): (.*)$/| \1 | \2 |/"
+  grep -E "^$2 .*: " "$1" | grep -v "time:" | sed -E "s/^$2 (.*): (.*)$/| \1 | \2 |/"
 }
 
 access_rows="$(grep -E '^access-engine checks/s rules=' "$work/access.txt" |

@@ -162,8 +162,9 @@ where
     })
 }
 
-/// Reads a 20-item page at the start of a 220 000-document listing and at
-/// page 10 000 (through its cursor): keyset reads cost the same at any depth.
+/// Reads 20-item pages of a 220 000-document listing at pages 1, 2, 100 and
+/// 10 000 (through their cursors): a keyset read costs the same at any depth.
+/// Page 1 has no cursor, so it is the one cheaper query.
 fn page_depth(runtime: &Runtime, db: &Database) {
     const DOCS: i64 = 220_000;
     const PAGE: i32 = 20;
@@ -187,13 +188,20 @@ fn page_depth(runtime: &Runtime, db: &Database) {
         .await
         .unwrap();
     });
-    // Newest first: page 10 000 starts after the document at position 200 000.
-    let position = DOCS - 1 - 10_000 * i64::from(PAGE) + 1;
-    let deep = encode_cursor(&SortKey {
-        value: json!(position),
-        id: format!("p{position:07}"),
-    });
-    for (label, after) in [("1", None), ("10000", Some(deep))] {
+    // Newest first: page N starts after the document at position (N - 1) × 20.
+    let cursor_before_page = |page: i64| {
+        let seq = DOCS - (page - 1) * i64::from(PAGE);
+        Some(encode_cursor(&SortKey {
+            value: json!(seq),
+            id: format!("p{seq:07}"),
+        }))
+    };
+    for (label, after) in [
+        ("1", None),
+        ("2", cursor_before_page(2)),
+        ("100", cursor_before_page(100)),
+        ("10000", cursor_before_page(10_000)),
+    ] {
         let query = PageArgs::forward(Some(PAGE), after).validate().unwrap();
         let started = Instant::now();
         for _ in 0..READS {
