@@ -15,11 +15,15 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod graphql;
+pub mod recovery;
 pub mod redis;
 pub mod resilience;
+pub mod saga;
 pub mod server;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use access_engine;
 pub use context::{Principal, RequestContext, RequestId};
