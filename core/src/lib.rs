@@ -6,6 +6,13 @@
 //! tokens with [`auth`], wraps outbound calls in [`resilience`] policies and
 //! serves its GraphQL schema with [`server`], which adds health, metrics,
 //! request ids, a body limit and graceful shutdown.
+//!
+//! State lives in [`db`] (MongoDB, or an embedded SQLite store with the same
+//! semantics) behind the multi-level [`cache`] and the [`redis`] accessor.
+//! Services tell each other what happened through [`events`] (Redis Streams
+//! or in-process, with a transactional outbox) and [`webhooks`]; work that
+//! spans steps runs as a [`saga`], and work whose owner went silent is
+//! finished by [`recovery`].
 #![warn(missing_docs)]
 
 pub mod app;
