@@ -52,16 +52,22 @@ start_redis() {
   die "Redis did not start on port $port"
 }
 
-# stop_redis DIR: stops the Redis that start_redis started in DIR, if any.
-stop_redis() {
-  local pidfile="$1/redis.pid"
+# stop_pidfile FILE: stops the process whose pid FILE holds, if any: politely
+# first, then for good after five seconds.
+stop_pidfile() {
+  local pidfile="$1" pid
   [ -f "$pidfile" ] || return 0
-  kill "$(cat "$pidfile")" 2>/dev/null || true
+  pid="$(cat "$pidfile")"
+  kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 50); do
-    kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
+  kill -9 "$pid" 2>/dev/null || true
 }
+
+# stop_redis DIR: stops the Redis that start_redis started in DIR, if any.
+stop_redis() { stop_pidfile "$1/redis.pid"; }
 
 # The MongoDB-wire server for tests. No MongoDB server package is reachable
 # from here, so tests use SecantusDB, a MongoDB-compatible server that runs a
@@ -133,13 +139,4 @@ start_mongo_wire() {
 }
 
 # stop_mongo_wire DIR: stops the server that start_mongo_wire started in DIR, if any.
-stop_mongo_wire() {
-  local pidfile="$1/mongo-wire.pid"
-  [ -f "$pidfile" ] || return 0
-  kill "$(cat "$pidfile")" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "$(cat "$pidfile")" 2>/dev/null || true
-}
+stop_mongo_wire() { stop_pidfile "$1/mongo-wire.pid"; }

@@ -751,7 +751,8 @@ async fn recovery_cost_follows_stuck_operations_in_the_store() {
 }
 
 async fn tracker_semantics(tracker: Arc<OperationTracker>) {
-    let ttl = Duration::from_millis(800);
+    // Long enough that a loaded CI machine still reads back within it.
+    let ttl = Duration::from_secs(2);
     let started = tracker
         .start("payout", "p-1", json!({"n": 1}), ttl)
         .await
