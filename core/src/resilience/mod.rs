@@ -41,19 +41,25 @@
 //! `MSCoreRateLimited` for [`RetryAfter`]), and every error that is worth
 //! retrying says so through [`Retryable`]; an open breaker is not.
 
+mod attempts;
 mod breaker;
 mod bulkhead;
 mod rate_limit;
+mod redis_fallback;
 mod retry;
+mod shared_limit;
 mod timeout;
 
 #[cfg(test)]
 mod paused_tests;
 
+pub use attempts::{AttemptCounter, Attempts};
 pub use breaker::{
     is_dependency_failure, state_gauge, BreakerConfig, BreakerError, BreakerState, CircuitBreaker,
 };
 pub use bulkhead::{Bulkhead, BulkheadError};
 pub use rate_limit::{KeyedRateLimiter, RetryAfter, TokenBucket, DEFAULT_MAX_KEYS};
+pub use redis_fallback::{RateLimitMetrics, SharedLimitOptions};
 pub use retry::{RetryPolicy, Retryable};
+pub use shared_limit::RateLimiter;
 pub use timeout::{with_timeout, TimeoutError};
