@@ -1,15 +1,27 @@
-//! The auth subgraph: users, password hashing, sessions, access and refresh tokens, OTP and roles.
+//! The auth subgraph: users, argon2id password hashing, sessions, access
+//! and refresh tokens with rotation and reuse detection, login throttling,
+//! roles and the bootstrap admin; new accounts are announced as
+//! `user.registered` through the transactional outbox.
 //!
-//! The domain arrives issue by issue; today the subgraph serves its error
-//! codes (`_errorCodes`) and the federation fields, with the health, metrics
-//! and request-id endpoints of the core server kit.
-#![warn(missing_docs)]
+//! Layout: [`config`] reads the settings; [`domain`] holds the rules
+//! (password policy and hashing, email parsing, refresh tokens, session
+//! rotation, login throttling, the account and role operations); [`store`]
+//! the stored shapes and their indexes; [`schema`](mod@schema) the thin GraphQL layer;
+//! [`Application`] assembles them behind the core server kit, so tests start
+//! the very same service on port 0.
+#![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
+pub mod domain;
 mod errors;
+pub mod schema;
+mod startup;
+pub mod store;
 
+pub use config::{AuthConfig, Settings};
 pub use errors::{codes, registry};
-
-use service_core::app::{base_schema, BaseSchema, ServiceRuntime};
+pub use schema::{AuthSchema, Query};
+pub use startup::{Application, BuildError};
 
 /// The service's name in logs, metrics and `configs(service:)`.
 pub const SERVICE: &str = "auth";
@@ -17,8 +29,3 @@ pub const SERVICE: &str = "auth";
 pub const ENV_PREFIX: &str = "AUTH";
 /// Where the service listens unless `AUTH_ADDR` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4001";
-
-/// The subgraph schema.
-pub fn schema(_runtime: &ServiceRuntime) -> BaseSchema {
-    base_schema(registry())
-}

@@ -104,11 +104,19 @@ impl ServiceRuntime {
 }
 
 fn verifier_from(common: &CommonConfig) -> Result<Option<TokenVerifier>, StartupError> {
-    let Some(keys) = common.jwt_public_keys.as_ref().filter(|k| !k.is_empty()) else {
+    let keys = public_keys(common)?;
+    if keys.is_empty() {
         return Ok(None);
-    };
+    }
+    let settings = JwtSettings::new(&common.jwt_issuer, &common.jwt_audience);
+    Ok(Some(TokenVerifier::new(keys, settings)))
+}
+
+/// The verifying keys listed in `JWT_PUBLIC_KEYS`, by `kid`; empty when none
+/// are configured. A key that does not parse stops the start-up.
+pub fn public_keys(common: &CommonConfig) -> Result<KeySet, StartupError> {
     let mut set = KeySet::default();
-    for (kid, pem) in keys {
+    for (kid, pem) in common.jwt_public_keys.iter().flatten() {
         let invalid = |reason: String| StartupError::Key {
             kid: kid.clone(),
             reason,
@@ -120,8 +128,7 @@ fn verifier_from(common: &CommonConfig) -> Result<Option<TokenVerifier>, Startup
             VerifyingKey::from_public_pem(kid, pem).map_err(|err| invalid(err.to_string()))?;
         set.insert(key);
     }
-    let settings = JwtSettings::new(&common.jwt_issuer, &common.jwt_audience);
-    Ok(Some(TokenVerifier::new(set, settings)))
+    Ok(set)
 }
 
 /// Runs a subgraph binary: reads the shared and listening settings from the

@@ -1,0 +1,121 @@
+//! What the service stores: users and sessions, their collections and the
+//! indexes they need, ensured at start-up.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use service_core::db::{Database, Entity, IndexSpec, Repository, StoreResult};
+
+/// Name of the unique index on the normalised email, reported in
+/// `StoreError::Duplicate` when an address is taken.
+pub const EMAIL_INDEX: &str = "users_email_unique";
+
+/// Whether a user may sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "UserStatus")]
+pub enum UserStatus {
+    /// May sign in.
+    Active,
+    /// Temporarily refused (too many failures, an operator's decision).
+    Locked,
+    /// Permanently refused.
+    Disabled,
+}
+
+/// A user account. The password hash lives here but never in the schema:
+/// the GraphQL `User` type is built from chosen fields only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    /// A UUID v7, so ids sort by creation time (the `users` listing order).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Lower-cased; unique through [`EMAIL_INDEX`].
+    pub email: String,
+    /// Display name, optional.
+    pub username: Option<String>,
+    /// The tenant the user belongs to.
+    pub tenant_id: String,
+    /// Role names as the access engine knows them.
+    pub roles: Vec<String>,
+    /// Whether the user may sign in.
+    pub status: UserStatus,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+    /// Bumped by every role change, the precondition of the next one, so
+    /// two concurrent changes cannot overwrite each other.
+    #[serde(default)]
+    pub version: i64,
+}
+
+impl Entity for User {
+    const COLLECTION: &'static str = "users";
+}
+
+/// One signed-in device: the family of refresh tokens rotated from one login.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// The session id, also the access tokens' `sid`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// The rotation family; every token rotated from one login shares it,
+    /// and reuse of any spent one revokes it whole.
+    pub family_id: String,
+    /// Hash of the one refresh token that may rotate next.
+    pub token_hash: String,
+    /// Hash of the token spent by the last rotation, honoured for the
+    /// grace window after `rotated_at` (concurrent refreshes).
+    pub previous_hash: Option<String>,
+    /// When the last rotation happened.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Hashes of spent tokens (the most recent ones), to tell a replay from
+    /// a forgery.
+    pub spent_hashes: Vec<String>,
+    /// When the login happened.
+    pub created_at: DateTime<Utc>,
+    /// After this, the session's refresh tokens are refused.
+    pub expires_at: DateTime<Utc>,
+    /// Set once, when the session is ended; a revoked session never comes back.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Entity for Session {
+    const COLLECTION: &'static str = "sessions";
+}
+
+/// The indexes the service relies on.
+pub fn indexes() -> Vec<IndexSpec> {
+    let mut specs = vec![
+        IndexSpec::new(User::COLLECTION, EMAIL_INDEX, &["email"]).unique(),
+        IndexSpec::new(User::COLLECTION, "users_tenant", &["tenant_id"]),
+        IndexSpec::new(Session::COLLECTION, "sessions_user", &["user_id"]),
+    ];
+    // `user.registered` is staged in the outbox with the user it announces.
+    specs.extend(service_core::events::Outbox::indexes());
+    specs
+}
+
+/// The repositories over one database.
+#[derive(Clone)]
+pub struct Store {
+    /// Users.
+    pub users: Repository<User>,
+    /// Sessions.
+    pub sessions: Repository<Session>,
+}
+
+impl Store {
+    /// Ensures the indexes, then serves the repositories.
+    pub async fn open(db: Arc<Database>) -> StoreResult<Self> {
+        db.ensure_indexes(&indexes()).await?;
+        Ok(Self {
+            users: Repository::new(db.clone()),
+            sessions: Repository::new(db),
+        })
+    }
+}
