@@ -8,10 +8,12 @@
 //! "retry-after ≤ bound"; everything else polls with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{free_port, redis_url, unique_prefix, RedisProcess};
+
 use std::{
     future::Future,
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -22,20 +24,6 @@ use service_core::{
 };
 
 // ---------------------------------------------------------------- helpers
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "TEST_REDIS_URL is not set: these tests need a real Redis. Run scripts/test.sh, or \
-             start `redis-server --port <free> --save \"\" --appendonly no --daemonize yes` and \
-             export TEST_REDIS_URL=redis://127.0.0.1:<port>"
-        )
-    })
-}
-
-fn unique_prefix() -> KeyPrefix {
-    KeyPrefix::new(uuid::Uuid::new_v4().simple().to_string(), "test").unwrap()
-}
 
 /// One service instance's Redis handle on `TEST_REDIS_URL`: each call opens
 /// its own connections, as a separate process would.
@@ -100,99 +88,6 @@ async fn exhaust(limiter: &RateLimiter, key: &str, limit: usize) -> (usize, Retr
         }
     }
     panic!("{limit} checks of {key} were all allowed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// A `redis-server` owned by one test, killed when dropped (also when the
-/// test fails).
-struct Server {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Server {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): apt-get install -y redis-server")
-            });
-        let server = Self {
-            child: Some(child),
-            port,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.get_multiplexed_async_connection(),
-                )
-                .await
-                {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut connection).await;
-                    if pong.is_ok() {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped server keeps
-    /// its connections open but never answers, like a hung one.
-    fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the server is running");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -292,7 +187,7 @@ async fn a_redis_outage_falls_back_to_local_limits_and_recovers() {
     // Arrange: a Redis of our own, and a limiter of capacity 3 refilling
     // once every 100 s, so nothing refills during the test.
     let port = free_port();
-    let mut server = Server::start(port).await;
+    let mut server = RedisProcess::start(port).await;
     let prefix = unique_prefix();
     let metrics = metrics();
     let limiter = RateLimiter::with_options(
@@ -319,7 +214,7 @@ async fn a_redis_outage_falls_back_to_local_limits_and_recovers() {
     assert!(metrics.fallbacks("outage") >= 5, "fallbacks are counted");
 
     // Act: Redis comes back on the same port (empty: no data, no scripts).
-    let _server = Server::start(port).await;
+    let _server = RedisProcess::start(port).await;
     let witness = RateLimiter::new(
         "outage",
         3,
@@ -347,7 +242,7 @@ async fn a_redis_outage_falls_back_to_local_limits_and_recovers() {
 #[tokio::test]
 async fn a_hung_redis_times_out_into_the_local_fallback() {
     let port = free_port();
-    let server = Server::start(port).await;
+    let server = RedisProcess::start(port).await;
     let prefix = unique_prefix();
     let metrics = metrics();
     let limiter = RateLimiter::with_options(
@@ -373,7 +268,7 @@ async fn a_hung_redis_times_out_into_the_local_fallback() {
 #[tokio::test]
 async fn a_forgotten_script_is_sent_again() {
     let port = free_port();
-    let server = Server::start(port).await;
+    let server = RedisProcess::start(port).await;
     let prefix = unique_prefix();
     let metrics = metrics();
     let limiter = RateLimiter::with_options(
@@ -453,7 +348,7 @@ async fn the_window_ends_by_itself() {
 #[tokio::test]
 async fn failures_are_counted_locally_while_redis_is_down() {
     let port = free_port();
-    let mut server = Server::start(port).await;
+    let mut server = RedisProcess::start(port).await;
     let prefix = unique_prefix();
     let metrics = metrics();
     let counter = AttemptCounter::with_options(

@@ -5,11 +5,13 @@
 //! its own random key prefix, so the suite runs in parallel on one server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{free_port, redis_url, unique_prefix, RedisProcess};
+
 use std::{
     convert::Infallible,
     future::Future,
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -26,20 +28,6 @@ use service_core::{
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- helpers
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "TEST_REDIS_URL is not set: these tests need a real Redis. Run scripts/test.sh, or \
-             start `redis-server --port <free> --save \"\" --appendonly no --daemonize yes` and \
-             export TEST_REDIS_URL=redis://127.0.0.1:<port>"
-        )
-    })
-}
-
-fn unique_prefix() -> KeyPrefix {
-    KeyPrefix::new(uuid::Uuid::new_v4().simple().to_string(), "test").unwrap()
-}
 
 async fn accessor(prefix: &KeyPrefix) -> RedisAccessor {
     RedisAccessor::connect(&redis_url(), prefix.clone())
@@ -98,91 +86,6 @@ async fn read_until_in_l1(cache: &LayeredCache, key: &str, expected: i64) {
         cache.stats().await.l1.hits > before
     })
     .await;
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// A `redis-server` (or sentinel) owned by one test, killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Server {
-    fn redis(port: u16) -> Self {
-        Self::spawn(
-            port,
-            &[
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-        )
-    }
-
-    fn spawn(port: u16, args: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): apt-get install -y redis-server")
-            });
-        Self {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.get_multiplexed_async_connection(),
-                )
-                .await
-                {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut connection).await;
-                    if pong.is_ok() {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -403,7 +306,7 @@ async fn read_replica_topology_reads_from_replicas_and_writes_to_the_primary() {
 
 #[tokio::test]
 async fn sentinel_topology_finds_the_master() {
-    let mut master = Server::redis(free_port());
+    let mut master = RedisProcess::redis(free_port());
     master.wait_ready().await;
     let sentinel_port = free_port();
     let dir = std::env::temp_dir().join(format!("sentinel-{}", uuid::Uuid::new_v4()));
@@ -419,7 +322,7 @@ async fn sentinel_topology_finds_the_master() {
         ),
     )
     .unwrap();
-    let mut sentinel = Server::spawn(sentinel_port, &[conf.to_str().unwrap(), "--sentinel"]);
+    let mut sentinel = RedisProcess::spawn(sentinel_port, &[conf.to_str().unwrap(), "--sentinel"]);
     sentinel.wait_ready().await;
 
     let topology = RedisTopology::Sentinel {
@@ -779,7 +682,7 @@ async fn l1_only_mode_needs_no_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_test_degrades_to_l1_and_the_source() {
-    let mut server = Server::redis(free_port());
+    let mut server = RedisProcess::redis(free_port());
     server.wait_ready().await;
     let prefix = unique_prefix();
     let config = CacheConfig {
@@ -857,7 +760,7 @@ async fn redis_stopped_mid_test_degrades_to_l1_and_the_source() {
     );
 
     // Redis comes back on the same port: the cache reconnects and writes reach it again.
-    let server = Server::redis(server.port);
+    let server = RedisProcess::redis(server.port);
     server.wait_ready().await;
     let direct = RedisAccessor::connect(&server.url(), prefix.clone())
         .await
