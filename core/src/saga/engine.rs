@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::Value;
 
-use super::definition::{SagaDefinition, Step, StepContext, StepError, StepPolicy};
+use super::definition::{SagaDefinition, Step, StepContext, StepError, StepFn, StepPolicy};
 use super::definition::{StepResult, Steps, TxStep};
 use super::record::{SagaRecord, SagaStatus, StepRecord, StepStatus, SAGAS};
 use crate::db::{
@@ -340,17 +340,10 @@ impl SagaEngine {
                 if record.steps[index].status == StepStatus::Completed {
                     continue;
                 }
-                begin(&mut record.steps[index], StepStatus::Started);
-                self.save(&mut record).await?;
-                let ctx = context(&record, index);
-                let (result, attempts) =
-                    attempt(&record.name, &step.name, &step.policy, &mut (), |()| {
-                        (step.execute)(ctx.clone())
-                    })
-                    .await;
+                let result = self
+                    .run_action(&mut record, index, step, StepStatus::Started, &step.execute)
+                    .await?;
                 let log = &mut record.steps[index];
-                log.attempts = attempts;
-                log.finished_at = Some(Utc::now());
                 match result {
                     Ok(output) => {
                         log.status = StepStatus::Completed;
@@ -383,17 +376,16 @@ impl SagaEngine {
             ) {
                 continue;
             }
-            begin(&mut record.steps[index], StepStatus::Compensating);
-            self.save(&mut record).await?;
-            let ctx = context(&record, index);
-            let (result, attempts) =
-                attempt(&record.name, &step.name, &step.policy, &mut (), |()| {
-                    (step.compensate)(ctx.clone())
-                })
-                .await;
+            let result = self
+                .run_action(
+                    &mut record,
+                    index,
+                    step,
+                    StepStatus::Compensating,
+                    &step.compensate,
+                )
+                .await?;
             let log = &mut record.steps[index];
-            log.attempts = attempts;
-            log.finished_at = Some(Utc::now());
             match result {
                 Ok(_) => log.status = StepStatus::Compensated,
                 Err(error) => {
@@ -494,6 +486,30 @@ impl SagaEngine {
             }
             Err(TxFailure::Store(err)) => Err(err.into()),
         }
+    }
+
+    /// Marks step `index` as entering `phase` (persisted first, so a crash
+    /// leaves a trace), runs `action` under the step's policy, and records
+    /// its attempts and finish time; the caller records the outcome.
+    async fn run_action(
+        &self,
+        record: &mut SagaRecord,
+        index: usize,
+        step: &Step,
+        phase: StepStatus,
+        action: &StepFn,
+    ) -> Result<StepResult, SagaError> {
+        begin(&mut record.steps[index], phase);
+        self.save(record).await?;
+        let ctx = context(record, index);
+        let (result, attempts) = attempt(&record.name, &step.name, &step.policy, &mut (), |()| {
+            action(ctx.clone())
+        })
+        .await;
+        let log = &mut record.steps[index];
+        log.attempts = attempts;
+        log.finished_at = Some(Utc::now());
+        Ok(result)
     }
 
     async fn save(&self, record: &mut SagaRecord) -> Result<(), SagaError> {

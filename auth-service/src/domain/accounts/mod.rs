@@ -175,9 +175,14 @@ impl AuthService {
 
     async fn sign_in(&self, user: User) -> ApiResult<Issued> {
         let (session, refresh) = sessions::open(&self.store, self.sessions, &user.id).await?;
-        let access = self.issue_access(&user, &session.id)?;
+        self.issued(user, &session.id, refresh)
+    }
+
+    /// A fresh access token for `user` in session `session_id`, with the
+    /// refresh token that goes with it.
+    fn issued(&self, user: User, session_id: &str, refresh: RefreshToken) -> ApiResult<Issued> {
         Ok(Issued {
-            access,
+            access: self.issue_access(&user, session_id)?,
             refresh,
             user,
         })
@@ -307,12 +312,7 @@ impl AuthService {
             sessions::revoke(&self.store, &session.id).await?;
             return Err(invalid_token());
         };
-        let access = self.issue_access(&user, &session.id)?;
-        Ok(Issued {
-            access,
-            refresh,
-            user,
-        })
+        self.issued(user, &session.id, refresh)
     }
 
     /// Ends the session `token` belongs to; the token must be its current

@@ -66,6 +66,20 @@ fn id_order() -> BsonDocument {
     doc! { ID: 1 }
 }
 
+/// Runs one driver action: inside `session` when there is one, under the
+/// in-flight gate, with errors mapped for `collection`.
+macro_rules! run {
+    ($gate:expr, $session:expr, $collection:expr, $action:expr) => {{
+        let action = $action;
+        let _permit = $gate.enter().await?;
+        match $session {
+            Some(session) => action.session(session).await,
+            None => action.await,
+        }
+        .map_err(|err| errors::store_error($collection, &err))
+    }};
+}
+
 /// The single-document operations, with a session inside a transaction
 /// and without one for the store's own reads and writes. Without a
 /// session each is atomic on its document by itself, and the server
@@ -89,15 +103,7 @@ impl Shared {
         let doc = to_bson_document(doc)?;
         let coll = self.collection(collection);
         let action = coll.insert_one(doc);
-        let action = match session {
-            Some(session) => action.session(session),
-            None => action,
-        };
-        let _permit = self.gate.enter().await?;
-        action
-            .await
-            .map(drop)
-            .map_err(|err| errors::store_error(collection, &err))
+        run!(self.gate, session, collection, action).map(drop)
     }
 
     #[tracing::instrument(
@@ -113,15 +119,7 @@ impl Shared {
     ) -> StoreResult<Option<Document>> {
         let coll = self.collection(collection);
         let action = coll.find_one(query).sort(id_order());
-        let action = match session {
-            Some(session) => action.session(session),
-            None => action,
-        };
-        let _permit = self.gate.enter().await?;
-        action
-            .await
-            .map(|found| found.map(to_json_document))
-            .map_err(|err| errors::store_error(collection, &err))
+        run!(self.gate, session, collection, action).map(|found| found.map(to_json_document))
     }
 
     #[tracing::instrument(
@@ -143,15 +141,7 @@ impl Shared {
             .find_one_and_update(query, change)
             .sort(id_order())
             .return_document(ReturnDocument::After);
-        let action = match session {
-            Some(session) => action.session(session),
-            None => action,
-        };
-        let _permit = self.gate.enter().await?;
-        action
-            .await
-            .map(|found| found.map(to_json_document))
-            .map_err(|err| errors::store_error(collection, &err))
+        run!(self.gate, session, collection, action).map(|found| found.map(to_json_document))
     }
 
     #[tracing::instrument(
@@ -168,15 +158,7 @@ impl Shared {
         let query = query::filter_document(filter)?;
         let coll = self.collection(collection);
         let action = coll.find_one_and_delete(query).sort(id_order());
-        let action = match session {
-            Some(session) => action.session(session),
-            None => action,
-        };
-        let _permit = self.gate.enter().await?;
-        action
-            .await
-            .map(|found| found.is_some())
-            .map_err(|err| errors::store_error(collection, &err))
+        run!(self.gate, session, collection, action).map(|found| found.is_some())
     }
 
     #[tracing::instrument(
