@@ -135,7 +135,9 @@ type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
-    extensions: Map<String, Value>,
+    // Boxed: keeps `Result<_, ApiError>` small whatever map type serde_json
+    // is built with (its `preserve_order` feature doubles the map's size).
+    extensions: Box<Map<String, Value>>,
     cause: Option<Cause>,
 }
 
@@ -145,7 +147,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
-            extensions: Map::new(),
+            extensions: Box::default(),
             cause: None,
         }
     }

@@ -16,7 +16,7 @@ use super::metrics::EventMetrics;
 use super::pattern::{validate_group, TypePattern};
 use super::streams::RedisStreams;
 use super::{Event, EventError, Handler};
-use crate::redis::RedisAccessor;
+use crate::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use crate::resilience::RetryPolicy;
 
 /// Delivery settings shared by both transports.
@@ -144,6 +144,28 @@ impl EventBus {
     pub fn in_process(config: BusConfig) -> Self {
         let transport = Transport::InProcess(InProcess::new(&config));
         Self::build(transport, config)
+    }
+
+    /// The bus a standalone service process uses: Redis Streams on the
+    /// Redis at `url` (`REDIS_STATE_URL`, else `REDIS_URL`) under the shared
+    /// `{brand}:bus` prefix, so the services of one deployment see each
+    /// other's events; in-process when no URL is configured (a single
+    /// process, where no other service could hear them anyway).
+    ///
+    /// A configured Redis that cannot be reached is an error, not a quiet
+    /// fall-back: a process that went local would keep publishing its outbox
+    /// into a bus nobody else listens to.
+    pub async fn connect(
+        url: Option<&RedisUrl>,
+        brand: &str,
+        config: BusConfig,
+    ) -> Result<Self, RedisError> {
+        let Some(url) = url else {
+            return Ok(Self::in_process(config));
+        };
+        let prefix = KeyPrefix::new(brand.to_owned(), "bus")?;
+        let redis = RedisAccessor::connect(url.expose(), prefix).await?;
+        Ok(Self::redis_streams(redis, config, StreamsConfig::default()))
     }
 
     /// A bus over Redis Streams. Every service exchanging events must use an

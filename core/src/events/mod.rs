@@ -19,12 +19,16 @@
 //! commits, stage it in the same transaction with [`Outbox::stage`] and let
 //! an [`OutboxRelay`] publish it.
 //!
+//! The events that cross service boundaries, with their payloads, are listed
+//! once in the catalog ([`DomainEvent`] and its implementors).
+//!
 //! Patterns match dot-separated segments: `*` matches exactly one segment
 //! and `#` (as the last segment) matches zero or more, as in AMQP topics.
 //! So `payment.*` matches `payment.deposit` but not
 //! `payment.transfer.completed`; `payment.#` matches both (and `payment`).
 
 mod bus;
+mod catalog;
 mod delivery;
 mod memory;
 mod metrics;
@@ -34,6 +38,11 @@ mod pattern;
 mod streams;
 
 pub use bus::{BusConfig, EventBus, StreamsConfig};
+pub use catalog::{
+    BonusAwarded, BonusConverted, BonusExpired, BonusOperation, BonusPaymentRequested,
+    BonusPaymentSettled, DepositCompleted, DomainEvent, OtpRequested, TransferCompleted,
+    UserRegistered, WalletUpdated, WithdrawalCompleted,
+};
 pub use delivery::DeadLetter;
 pub use metrics::EventMetrics;
 pub use model::{handler, Event, EventError, Handler, HandlerError};

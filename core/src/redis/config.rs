@@ -177,6 +177,20 @@ impl RedisUrls {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads `vars` (a service's start-up variables) as a configuration
+    /// step. The error never quotes the URL, which may hold credentials.
+    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, crate::config::ConfigError> {
+        Self::from_lookup(|name| {
+            vars.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+        .map_err(|_| crate::config::ConfigError::Invalid {
+            service: "redis",
+            message: "a REDIS_*URL variable is not a valid redis:// or rediss:// URL".to_owned(),
+        })
+    }
+
     /// Same as [`RedisUrls::from_env`] with any variable source (tests, config store).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RedisError> {
         let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());

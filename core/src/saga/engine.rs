@@ -121,7 +121,8 @@ pub struct SagaEngine {
 /// Why a transaction-mode run ended without committing.
 enum TxFailure {
     Step {
-        record: SagaRecord,
+        // Boxed: the record dwarfs the other variant.
+        record: Box<SagaRecord>,
         step: String,
         error: StepError,
     },
@@ -455,7 +456,7 @@ impl SagaEngine {
                                 log.error = Some(error.to_string());
                                 return Err(TxFailure::Step {
                                     step: step.name.clone(),
-                                    record,
+                                    record: Box::new(record),
                                     error,
                                 });
                             }
@@ -482,7 +483,7 @@ impl SagaEngine {
                 record.status = SagaStatus::Failed;
                 record.error = Some(format!("step {step} failed: {error}"));
                 self.save(&mut record).await?;
-                Ok((record, Some((step, error))))
+                Ok((*record, Some((step, error))))
             }
             Err(TxFailure::Store(err)) => Err(err.into()),
         }
