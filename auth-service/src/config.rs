@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use service_core::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
 use service_core::db::DbConfig;
+use service_core::redis::RedisUrls;
 
 use crate::{DEFAULT_ADDR, ENV_PREFIX, SERVICE};
 
@@ -37,6 +38,29 @@ pub struct AuthConfig {
     pub login_max_failures: u32,
     /// `AUTH_LOGIN_WINDOW_SECONDS`: the sliding window those failures count in.
     pub login_window_seconds: u64,
+    /// `AUTH_LOCKOUT_AFTER_BURSTS`: the how-manyth tripping of the login
+    /// limit within `AUTH_LOCKOUT_BURST_WINDOW_SECONDS` locks the account
+    /// (status `LOCKED`).
+    pub lockout_after_bursts: u32,
+    /// `AUTH_LOCKOUT_BURST_WINDOW_SECONDS`: the window those trips count in.
+    pub lockout_burst_window_seconds: u64,
+    /// `AUTH_LOCKOUT_BASE_SECONDS`: the first automatic lock's length; each
+    /// further one lasts twice as long as the one before.
+    pub lockout_base_seconds: u64,
+    /// `AUTH_LOCKOUT_MAX_SECONDS`: the longest automatic lock.
+    pub lockout_max_seconds: u64,
+    /// `AUTH_SESSION_CACHE_TTL_SECONDS`: how long "this session is live" may
+    /// be answered from the cache (revocations invalidate it at once).
+    pub session_cache_ttl_seconds: u64,
+    /// `AUTH_OTP_TTL_SECONDS`: how long a one-time code is accepted.
+    pub otp_ttl_seconds: u64,
+    /// `AUTH_OTP_MAX_TRIES`: verifications a code allows before it is dead.
+    pub otp_max_tries: u32,
+    /// `AUTH_OTP_BURST`: codes a user may request in a row.
+    pub otp_burst: u32,
+    /// `AUTH_OTP_REFILL_SECONDS`: after the burst, one more request per this
+    /// many seconds.
+    pub otp_refill_seconds: u64,
     /// `AUTH_BOOTSTRAP_ADMIN_EMAIL`: with the password, the admin ensured at
     /// start-up. There are no other default credentials.
     pub bootstrap_admin_email: Option<String>,
@@ -58,6 +82,15 @@ impl AuthConfig {
             "refresh_grace_seconds": 10,
             "login_max_failures": 5,
             "login_window_seconds": 15 * 60,
+            "lockout_after_bursts": 3,
+            "lockout_burst_window_seconds": 24 * 60 * 60,
+            "lockout_base_seconds": 30 * 60,
+            "lockout_max_seconds": 24 * 60 * 60,
+            "session_cache_ttl_seconds": 60,
+            "otp_ttl_seconds": 5 * 60,
+            "otp_max_tries": 5,
+            "otp_burst": 3,
+            "otp_refill_seconds": 60,
             "bootstrap_admin_email": null,
             "bootstrap_admin_password": null,
         }) {
@@ -82,6 +115,10 @@ pub struct Settings {
     pub db: DbConfig,
     /// The service's own settings.
     pub auth: AuthConfig,
+    /// `REDIS_URL` (or per purpose `REDIS_STATE_URL`, `REDIS_CACHE_URL`,
+    /// `REDIS_PUBSUB_URL`): login counts, OTP request limits and the session
+    /// cache are shared through it when set.
+    pub redis: RedisUrls,
 }
 
 impl Settings {
@@ -95,10 +132,16 @@ impl Settings {
             .with_env(vars.iter().cloned())?
             .build()?;
         let db = DbConfig::from_vars(SERVICE, &common, vars.iter().cloned())?;
+        let redis = RedisUrls::from_vars(&vars)?;
         let auth = LayeredConfig::new(AuthConfig::spec())
             .with_env(vars)?
             .build()?;
-        Ok(Self { common, db, auth })
+        Ok(Self {
+            common,
+            db,
+            auth,
+            redis,
+        })
     }
 
     /// Reads the settings from the process environment.
@@ -138,5 +181,29 @@ mod tests {
             settings.auth.jwt_private_key.unwrap().expose_secret(),
             "pem-secret"
         );
+    }
+
+    #[test]
+    fn redis_comes_from_the_given_variables_and_bad_urls_are_not_echoed() {
+        let settings =
+            Settings::from_vars(vars(&[("REDIS_URL", "redis://127.0.0.1:6390")])).unwrap();
+        assert!(settings.redis.state.is_some() && settings.redis.cache.is_some());
+        assert!(Settings::from_vars([]).unwrap().redis.state.is_none());
+        let err = Settings::from_vars(vars(&[("REDIS_URL", "http://user:hunter2@x")])).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn lockout_and_otp_settings_have_their_defaults() {
+        let auth = Settings::from_vars([]).unwrap().auth;
+        assert_eq!(
+            (
+                auth.lockout_after_bursts,
+                auth.lockout_base_seconds,
+                auth.lockout_max_seconds
+            ),
+            (3, 1800, 86_400)
+        );
+        assert_eq!((auth.otp_ttl_seconds, auth.otp_max_tries), (300, 5));
     }
 }

@@ -1,11 +1,14 @@
 //! The auth subgraph: users, argon2id password hashing, sessions, access
-//! and refresh tokens with rotation and reuse detection, login throttling,
-//! roles and the bootstrap admin; new accounts are announced as
-//! `user.registered` through the transactional outbox.
+//! and refresh tokens with rotation and reuse detection, login throttling
+//! with progressive lockout, one-time codes, roles, account status and the
+//! bootstrap admin; new accounts (`user.registered`) and one-time codes
+//! (`auth.otp.requested`) are announced through the transactional outbox.
+//! `docs/auth.md` at the repository root describes the behaviour and settings.
 //!
 //! Layout: [`config`] reads the settings; [`domain`] holds the rules
 //! (password policy and hashing, email parsing, refresh tokens, session
-//! rotation, login throttling, the account and role operations); [`store`]
+//! rotation and its cache, one-time codes, lockout, the account and role
+//! operations); [`store`]
 //! the stored shapes and their indexes; [`schema`](mod@schema) the thin GraphQL layer;
 //! [`Application`] assembles them behind the core server kit, so tests start
 //! the very same service on port 0.

@@ -6,18 +6,20 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use service_core::app::{ServiceRuntime, StartupError};
 use service_core::auth::{JwtSettings, SigningKey, TokenIssuer, TokenVerifier};
+use service_core::cache::{CacheConfig, L1Capacity, LayeredCache};
 use service_core::config::{AppEnv, ConfigError};
 use service_core::db::{Database, DatabaseHealth, StoreError};
 use service_core::events::{BusConfig, EventBus, OutboxConfig, OutboxRelay};
-use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrls};
-use service_core::resilience::AttemptCounter;
+use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
+use service_core::resilience::{AttemptCounter, RateLimiter};
 use service_core::server::{Server, Subgraph};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::domain::password::{HashError, PasswordHasher};
-use crate::domain::sessions::SessionPolicy;
-use crate::domain::{AuthParts, AuthService};
+use crate::domain::sessions::{SessionPolicy, Sessions};
+use crate::domain::tokens::SuccessorKey;
+use crate::domain::{AuthParts, AuthService, LockoutPolicy, OtpPolicy};
 use crate::store::Store;
 use crate::SERVICE;
 
@@ -103,20 +105,34 @@ fn verifier(
     Ok(TokenVerifier::new(keys, jwt.clone()))
 }
 
-/// Redis for state shared between instances (login failure counts), when
-/// `REDIS_STATE_URL` or `REDIS_URL` is set. A Redis that does not answer at
-/// start-up is not fatal: the counts are then kept per instance.
-async fn state_redis(settings: &Settings) -> Result<Option<RedisAccessor>, BuildError> {
-    let Some(url) = RedisUrls::from_env()?.state else {
+/// Connects to the Redis at `url` under this service's key prefix. A
+/// Redis that does not answer at start-up is not fatal: what it would share
+/// (`purpose`) is then kept per instance.
+async fn connect_redis(
+    settings: &Settings,
+    url: Option<&RedisUrl>,
+    purpose: &str,
+) -> Result<Option<RedisAccessor>, BuildError> {
+    let Some(url) = url else {
         return Ok(None);
     };
     let prefix = KeyPrefix::new(settings.common.brand.clone(), SERVICE)?;
     match RedisAccessor::connect(url.expose(), prefix).await {
         Ok(redis) => Ok(Some(redis)),
         Err(err) => {
-            tracing::warn!(error = %err, "Redis unavailable: login failures are counted per instance");
+            tracing::warn!(error = %err, redis = %url.redacted(), "Redis unavailable: {purpose} kept per instance");
             Ok(None)
         }
+    }
+}
+
+/// The key that derives refresh-token successors: from the configured
+/// signing key, so every instance derives the same successors; random for
+/// an ephemeral development key (whose tokens die with the process anyway).
+fn successor_key(settings: &Settings) -> SuccessorKey {
+    match &settings.auth.jwt_private_key {
+        Some(pem) => SuccessorKey::derive(pem.expose_secret().as_bytes()),
+        None => SuccessorKey::random(),
     }
 }
 
@@ -126,13 +142,29 @@ pub struct Application {
     port: u16,
     service: AuthService,
     bus: EventBus,
+    owns_bus: bool,
     relay: OutboxRelay,
+    /// Stops the session cache's invalidation listener when the server stops.
+    background: CancellationToken,
 }
 
 impl Application {
-    /// Loads keys, opens the store (ensuring its indexes), builds the schema
-    /// and binds `AUTH_ADDR` (port 0 picks a free port, as tests do).
+    /// Builds the service with an in-process event bus of its own (a
+    /// standalone process, or tests).
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        Self::build_with_bus(settings, None).await
+    }
+
+    /// Loads keys, opens the store (ensuring its indexes), builds the schema
+    /// and binds `AUTH_ADDR` (port 0 picks a free port, as tests do). Its
+    /// events (`user.registered`, `auth.otp.requested`) go to `bus`, shared
+    /// with the other services of the process (the one-process launcher),
+    /// or to a bus of its own when `None`. The owner of a shared bus shuts
+    /// it down, not this application.
+    pub async fn build_with_bus(
+        settings: Settings,
+        bus: Option<EventBus>,
+    ) -> Result<Self, BuildError> {
         let runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let key = signing_key(&settings)?;
         let jwt = JwtSettings::new(&settings.common.jwt_issuer, &settings.common.jwt_audience)
@@ -142,26 +174,86 @@ impl Application {
 
         let db = Arc::new(Database::open(&settings.db).await?);
         let store = Store::open(db.clone()).await?;
-        // In-process until the Redis Streams transport is configured here;
-        // the outbox keeps staged events across restarts either way.
-        let bus = EventBus::in_process(BusConfig::default());
+        // The outbox keeps staged events across restarts whatever the bus.
+        let owns_bus = bus.is_none();
+        let bus = match bus {
+            Some(bus) => bus,
+            None => {
+                EventBus::connect(
+                    settings.redis.state.as_ref(),
+                    &settings.common.brand,
+                    BusConfig::default(),
+                )
+                .await?
+            }
+        };
         let relay = OutboxRelay::new(db.clone(), bus.clone(), OutboxConfig::default());
+        let background = CancellationToken::new();
+        let auth = &settings.auth;
+        let state = connect_redis(&settings, settings.redis.state.as_ref(), "login counts").await?;
+        let cache_redis = connect_redis(
+            &settings,
+            settings.redis.cache.as_ref(),
+            "the session cache",
+        )
+        .await?;
+        let session_cache_ttl = Duration::from_secs(auth.session_cache_ttl_seconds.max(1));
+        let cache = LayeredCache::new(
+            CacheConfig {
+                name: "sessions".to_owned(),
+                l1_capacity: L1Capacity::Entries(100_000),
+                l1_max_ttl: session_cache_ttl,
+                ..CacheConfig::default()
+            },
+            cache_redis,
+            background.clone(),
+        )
+        .await;
+        let sessions = Sessions::new(
+            store.clone(),
+            SessionPolicy {
+                ttl: Duration::from_secs(auth.refresh_ttl_seconds),
+                grace: Duration::from_secs(auth.refresh_grace_seconds),
+                cache_ttl: session_cache_ttl,
+            },
+            cache,
+            successor_key(&settings),
+        );
         let service = AuthService::new(AuthParts {
             store,
             hasher: PasswordHasher::new().await?,
             issuer,
             access: runtime.access.clone(),
-            sessions: SessionPolicy {
-                ttl: Duration::from_secs(settings.auth.refresh_ttl_seconds),
-                grace: Duration::from_secs(settings.auth.refresh_grace_seconds),
-            },
+            sessions,
             tenant_id: settings.common.tenant_id.clone(),
             throttle: Arc::new(AttemptCounter::new(
                 "login",
-                settings.auth.login_max_failures,
-                Duration::from_secs(settings.auth.login_window_seconds),
-                state_redis(&settings).await?,
+                auth.login_max_failures,
+                Duration::from_secs(auth.login_window_seconds),
+                state.clone(),
             )),
+            lockout: LockoutPolicy {
+                max_failures: auth.login_max_failures.max(1),
+                bursts: Arc::new(AttemptCounter::new(
+                    "login-bursts",
+                    auth.lockout_after_bursts,
+                    Duration::from_secs(auth.lockout_burst_window_seconds),
+                    state.clone(),
+                )),
+                after_bursts: auth.lockout_after_bursts.max(1),
+                base: Duration::from_secs(auth.lockout_base_seconds),
+                max: Duration::from_secs(auth.lockout_max_seconds),
+            },
+            otp: OtpPolicy {
+                ttl: Duration::from_secs(auth.otp_ttl_seconds),
+                max_tries: auth.otp_max_tries,
+                limiter: RateLimiter::new(
+                    "otp",
+                    auth.otp_burst,
+                    1.0 / auth.otp_refill_seconds.max(1) as f64,
+                    state,
+                ),
+            },
             outbox: relay.waker(),
         });
 
@@ -197,7 +289,9 @@ impl Application {
             port,
             service,
             bus,
+            owns_bus,
             relay,
+            background,
         })
     }
 
@@ -229,10 +323,13 @@ impl Application {
         let relay = self.relay.spawn(stop_relay.clone());
         let served = self.server.run_until_stopped().await;
         stop_relay.cancel();
+        self.background.cancel();
         if let Err(err) = relay.await {
             tracing::error!(error = %err, "outbox relay ended abnormally");
         }
-        self.bus.shutdown().await;
+        if self.owns_bus {
+            self.bus.shutdown().await;
+        }
         served
     }
 }

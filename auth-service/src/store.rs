@@ -1,4 +1,4 @@
-//! What the service stores: users and sessions, their collections and the
+//! What the service stores: users, sessions and one-time codes, their collections and the
 //! indexes they need, ensured at start-up.
 
 use std::sync::Arc;
@@ -49,6 +49,25 @@ pub struct User {
     /// two concurrent changes cannot overwrite each other.
     #[serde(default)]
     pub version: i64,
+    /// With status `LOCKED`: when the lock ends by itself. `None` with
+    /// `LOCKED` is an operator's lock, lifted only by `setUserStatus`.
+    #[serde(default)]
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Automatic lockouts so far; each lasts twice as long as the one
+    /// before. Back to zero after a successful sign-in or an unlock.
+    #[serde(default)]
+    pub lock_count: u32,
+}
+
+impl User {
+    /// The status as it applies at `now`: a timed lock that has run out is
+    /// `ACTIVE` again even before anything rewrites the stored status.
+    pub fn status_at(&self, now: DateTime<Utc>) -> UserStatus {
+        match (self.status, self.locked_until) {
+            (UserStatus::Locked, Some(until)) if until <= now => UserStatus::Active,
+            (status, _) => status,
+        }
+    }
 }
 
 impl Entity for User {
@@ -88,6 +107,36 @@ impl Entity for Session {
     const COLLECTION: &'static str = "sessions";
 }
 
+/// The one live one-time code of a user for a purpose. Its id is
+/// `{user_id}:{purpose}`, so a new request replaces the previous code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OtpCode {
+    /// `{user_id}:{purpose}`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Whose code it is.
+    pub user_id: String,
+    /// What it is for.
+    pub purpose: String,
+    /// The random per-code HMAC key (base64url); never reused.
+    pub salt: String,
+    /// HMAC-SHA256 of the code under `salt` (base64url): the code itself is
+    /// never stored.
+    pub code_hash: String,
+    /// After this the code is refused.
+    pub expires_at: DateTime<Utc>,
+    /// Verifications attempted so far (each one counted before comparing).
+    pub tries: i64,
+    /// Set by the one successful verification; a used code never verifies again.
+    pub used_at: Option<DateTime<Utc>>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Entity for OtpCode {
+    const COLLECTION: &'static str = "otp_codes";
+}
+
 /// The indexes the service relies on.
 pub fn indexes() -> Vec<IndexSpec> {
     let mut specs = vec![
@@ -107,6 +156,8 @@ pub struct Store {
     pub users: Repository<User>,
     /// Sessions.
     pub sessions: Repository<Session>,
+    /// One-time codes.
+    pub otps: Repository<OtpCode>,
 }
 
 impl Store {
@@ -115,7 +166,8 @@ impl Store {
         db.ensure_indexes(&indexes()).await?;
         Ok(Self {
             users: Repository::new(db.clone()),
-            sessions: Repository::new(db),
+            sessions: Repository::new(db.clone()),
+            otps: Repository::new(db),
         })
     }
 }

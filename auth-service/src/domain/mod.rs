@@ -1,10 +1,12 @@
 //! The rules of the service, independent of GraphQL: passwords, emails,
-//! tokens, sessions, and the account operations built from them.
+//! tokens, sessions, one-time codes, and the account operations built from
+//! them.
 
 mod accounts;
 pub mod email;
+pub mod otp;
 pub mod password;
 pub mod sessions;
 pub mod tokens;
 
-pub use accounts::{AuthParts, AuthService, Issued, NewUser, UserPage, USER_REGISTERED};
+pub use accounts::{AuthParts, AuthService, Issued, LockoutPolicy, NewUser, OtpPolicy, UserPage};

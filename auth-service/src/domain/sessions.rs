@@ -1,19 +1,28 @@
-//! Sessions and refresh-token rotation with reuse detection.
+//! Sessions, refresh-token rotation with reuse detection, and the cached
+//! "is this session still live" answer every authenticated request needs.
 //!
-//! Every refresh spends the presented token and hands out a new one. The
-//! rotation is one conditional update on the current hash, so of two
-//! concurrent refreshes exactly one rotates; the other finds its token just
-//! spent and, inside the grace window, rotates again from the new current
-//! token. A spent token presented after the window is a replay (someone
-//! holds a copy): the whole family is revoked.
+//! Every refresh spends the presented token and hands out its successor,
+//! `HMAC(key, token)` (see [`RefreshToken::successor`]). The rotation is one
+//! conditional update on the current hash, so of two concurrent refreshes
+//! exactly one rotates; the other finds its token just spent and, inside
+//! the grace window, receives the very same successor, so both clients end
+//! up holding the one token the session will accept next. A spent token
+//! presented after the window is a replay (someone holds a copy): the whole
+//! family is revoked.
+//!
+//! Whether a session is live is cached in a [`LayeredCache`] (in process,
+//! plus Redis when configured); every revocation deletes the entry, which
+//! the cache propagates to the other instances.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use service_core::cache::{CacheKey, LayeredCache};
 use service_core::db::{Filter, StoreError, Update};
 
-use super::tokens::RefreshToken;
+use super::tokens::{RefreshToken, SuccessorKey};
 use crate::store::{Session, Store};
 
 /// How many spent hashes a session remembers for replay detection.
@@ -26,8 +35,12 @@ const MAX_ROTATION_ATTEMPTS: usize = 4;
 pub struct SessionPolicy {
     /// How long a session lives after its login.
     pub ttl: Duration,
-    /// How long a just-spent token still rotates.
+    /// How long a just-spent token still answers with its successor.
     pub grace: Duration,
+    /// How long a session's "live" answer may be served from the cache.
+    /// Revocations delete the entry at once; this only bounds how long an
+    /// instance that missed the invalidation message stays wrong.
+    pub cache_ttl: Duration,
 }
 
 /// Why a refresh token was refused.
@@ -44,33 +57,26 @@ pub enum RefreshError {
     Store(#[from] StoreError),
 }
 
+/// What the cache keeps per session: enough to answer "live for this user
+/// at this moment" without the store. A revoked session never comes back,
+/// so `revoked: true` may be cached as long as anything.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SessionState {
+    user_id: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
 fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Opens a session for `user_id`; returns it and its first refresh token.
-pub async fn open(
-    store: &Store,
-    policy: SessionPolicy,
-    user_id: &str,
-) -> Result<(Session, RefreshToken), StoreError> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let token = RefreshToken::generate(&id);
-    let now = Utc::now();
-    let session = Session {
-        family_id: id.clone(),
-        user_id: user_id.to_owned(),
-        token_hash: token.hash(),
-        previous_hash: None,
-        rotated_at: None,
-        spent_hashes: Vec::new(),
-        created_at: now,
-        expires_at: now + chrono_duration(policy.ttl),
-        revoked_at: None,
-        id,
-    };
-    store.sessions.create(&session).await?;
-    Ok((session, token))
+fn to_value(at: DateTime<Utc>) -> Value {
+    serde_json::to_value(at).unwrap_or(Value::Null)
+}
+
+fn cache_key(id: &str) -> String {
+    CacheKey::one("session", id)
 }
 
 /// Whether `session` can still be used at `now`.
@@ -78,30 +84,123 @@ pub fn is_live(session: &Session, now: DateTime<Utc>) -> bool {
     session.revoked_at.is_none() && session.expires_at > now
 }
 
-/// Spends `presented` and returns the session with its next token.
-pub async fn rotate(
-    store: &Store,
+/// The session operations over one store and cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Store,
     policy: SessionPolicy,
-    presented: &RefreshToken,
-) -> Result<(Session, RefreshToken), RefreshError> {
-    let presented_hash = presented.hash();
-    for _ in 0..MAX_ROTATION_ATTEMPTS {
-        let now = Utc::now();
-        let session = store
-            .sessions
-            .get(presented.session_id())
-            .await?
-            .ok_or(RefreshError::Invalid)?;
-        if !is_live(&session, now) {
-            return Err(RefreshError::Invalid);
+    cache: LayeredCache,
+    successor_key: SuccessorKey,
+}
+
+impl Sessions {
+    /// Sessions in `store`, their live state cached in `cache`, successors
+    /// derived with `successor_key`.
+    pub fn new(
+        store: Store,
+        policy: SessionPolicy,
+        cache: LayeredCache,
+        successor_key: SuccessorKey,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            cache,
+            successor_key,
         }
-        let in_grace = session.previous_hash.as_deref() == Some(presented_hash.as_str())
-            && session
-                .rotated_at
-                .is_some_and(|at| now - at <= chrono_duration(policy.grace));
-        if presented_hash != session.token_hash && !in_grace {
+    }
+
+    /// Opens a session for `user_id`; returns it and its first refresh token.
+    pub async fn open(&self, user_id: &str) -> Result<(Session, RefreshToken), StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let token = RefreshToken::generate(&id);
+        let now = Utc::now();
+        let session = Session {
+            family_id: id.clone(),
+            user_id: user_id.to_owned(),
+            token_hash: token.hash(),
+            previous_hash: None,
+            rotated_at: None,
+            spent_hashes: Vec::new(),
+            created_at: now,
+            expires_at: now + chrono_duration(self.policy.ttl),
+            revoked_at: None,
+            id,
+        };
+        self.store.sessions.create(&session).await?;
+        Ok((session, token))
+    }
+
+    /// The session `id`, live or not, straight from the store.
+    pub async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        self.store.sessions.get(id).await
+    }
+
+    /// Spends `presented` and returns the session with its successor.
+    ///
+    /// - the current token rotates: its successor becomes current, the
+    ///   presented one becomes `previous_hash` and is remembered as spent;
+    /// - the token spent by the last rotation, within the grace window,
+    ///   answers with the same successor and changes nothing;
+    /// - any other spent token revokes the session ([`RefreshError::Reused`]).
+    pub async fn rotate(
+        &self,
+        presented: &RefreshToken,
+    ) -> Result<(Session, RefreshToken), RefreshError> {
+        let presented_hash = presented.hash();
+        let next = presented.successor(&self.successor_key);
+        let next_hash = next.hash();
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let now = Utc::now();
+            let session = self
+                .get(presented.session_id())
+                .await?
+                .ok_or(RefreshError::Invalid)?;
+            if !is_live(&session, now) {
+                return Err(RefreshError::Invalid);
+            }
+            if presented_hash == session.token_hash {
+                let mut spent = session.spent_hashes.clone();
+                spent.push(presented_hash.clone());
+                if spent.len() > SPENT_KEPT {
+                    spent.drain(..spent.len() - SPENT_KEPT);
+                }
+                let update = Update::new()
+                    .set("token_hash", next_hash.clone())
+                    .set("previous_hash", presented_hash.clone())
+                    .set("rotated_at", to_value(now))
+                    .set("spent_hashes", Value::from(spent));
+                let precondition = Filter::all()
+                    .eq("token_hash", presented_hash.clone())
+                    .eq("revoked_at", Value::Null);
+                match self
+                    .store
+                    .sessions
+                    .update(&session.id, precondition, &update)
+                    .await?
+                {
+                    Some(updated) => return Ok((updated, next)),
+                    // A concurrent refresh rotated (or a logout revoked)
+                    // first: look again.
+                    None => continue,
+                }
+            }
+            let in_grace = session.previous_hash.as_deref() == Some(presented_hash.as_str())
+                && session
+                    .rotated_at
+                    .is_some_and(|at| now - at <= chrono_duration(self.policy.grace));
+            if in_grace {
+                // A concurrent refresh of the same token: the same answer.
+                // If the successor has itself been rotated since, the
+                // presented token is simply stale (not a replay).
+                return if session.token_hash == next_hash {
+                    Ok((session, next))
+                } else {
+                    Err(RefreshError::Invalid)
+                };
+            }
             if session.spent_hashes.contains(&presented_hash) {
-                revoke(store, &session.id).await?;
+                self.revoke(&session.id).await?;
                 tracing::warn!(
                     session_id = %session.id,
                     user_id = %session.user_id,
@@ -111,87 +210,77 @@ pub async fn rotate(
             }
             return Err(RefreshError::Invalid);
         }
-        let next = RefreshToken::generate(&session.id);
-        let mut spent = session.spent_hashes.clone();
-        spent.push(session.token_hash.clone());
-        if spent.len() > SPENT_KEPT {
-            spent.drain(..spent.len() - SPENT_KEPT);
-        }
-        // In the grace window the presented token is already the previous
-        // one; keep it as such so its window does not restart.
-        let previous = if in_grace {
-            presented_hash.clone()
-        } else {
-            session.token_hash.clone()
-        };
-        let rotated_at = if in_grace {
-            session.rotated_at.unwrap_or(now)
-        } else {
-            now
-        };
-        let update = Update::new()
-            .set("token_hash", next.hash())
-            .set("previous_hash", previous)
-            .set("rotated_at", to_value(rotated_at))
-            .set("spent_hashes", Value::from(spent));
-        let precondition = Filter::all()
-            .eq("token_hash", session.token_hash.clone())
-            .eq("revoked_at", Value::Null);
-        if let Some(updated) = store
+        Err(RefreshError::Invalid)
+    }
+
+    /// Ends session `id`; whether it was live until now. The cached state is
+    /// dropped here and, through the cache, on every other instance.
+    pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let update = Update::new().set("revoked_at", to_value(Utc::now()));
+        let precondition = Filter::all().eq("revoked_at", Value::Null);
+        let ended = self
+            .store
             .sessions
-            .update(&session.id, precondition, &update)
+            .update(id, precondition, &update)
             .await?
-        {
-            return Ok((updated, next));
-        }
-        // Another refresh rotated (or a logout revoked) first: look again.
+            .is_some();
+        self.cache.delete(&cache_key(id)).await;
+        Ok(ended)
     }
-    Err(RefreshError::Invalid)
-}
 
-fn to_value(at: DateTime<Utc>) -> Value {
-    serde_json::to_value(at).unwrap_or(Value::Null)
-}
-
-/// Ends session `id`; whether it was live until now.
-pub async fn revoke(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let update = Update::new().set("revoked_at", to_value(Utc::now()));
-    let precondition = Filter::all().eq("revoked_at", Value::Null);
-    Ok(store
-        .sessions
-        .update(id, precondition, &update)
-        .await?
-        .is_some())
-}
-
-/// Ends every live session of `user_id` except `keep`; how many ended.
-pub async fn revoke_all(
-    store: &Store,
-    user_id: &str,
-    keep: Option<&str>,
-) -> Result<usize, StoreError> {
-    let live = Filter::all()
-        .eq("user_id", user_id)
-        .eq("revoked_at", Value::Null);
-    let sessions = store
-        .sessions
-        .find(&live, &service_core::db::FindOptions::by_id())
-        .await?;
-    let mut ended = 0;
-    for session in sessions.iter().filter(|s| Some(s.id.as_str()) != keep) {
-        if revoke(store, &session.id).await? {
-            ended += 1;
+    /// Ends every live session of `user_id` except `keep`; how many ended.
+    pub async fn revoke_all(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
+        let live = Filter::all()
+            .eq("user_id", user_id)
+            .eq("revoked_at", Value::Null);
+        let sessions = self
+            .store
+            .sessions
+            .find(&live, &service_core::db::FindOptions::by_id())
+            .await?;
+        let mut ended = 0;
+        for session in sessions.iter().filter(|s| Some(s.id.as_str()) != keep) {
+            if self.revoke(&session.id).await? {
+                ended += 1;
+            }
         }
+        Ok(ended)
     }
-    Ok(ended)
-}
 
-/// Whether the session an access token names is still live (a revoked
-/// session's access tokens stop working here at once).
-pub async fn is_active(store: &Store, id: &str, user_id: &str) -> Result<bool, StoreError> {
-    Ok(store
-        .sessions
-        .get(id)
-        .await?
-        .is_some_and(|s| s.user_id == user_id && is_live(&s, Utc::now())))
+    /// The live sessions of `user_id`, newest first, at most `limit`.
+    pub async fn live_of(&self, user_id: &str, limit: usize) -> Result<Vec<Session>, StoreError> {
+        let filter = Filter::all()
+            .eq("user_id", user_id)
+            .eq("revoked_at", Value::Null);
+        let options =
+            service_core::db::FindOptions::sorted("created_at", service_core::db::Direction::Desc)
+                .limit(limit);
+        let now = Utc::now();
+        Ok(self
+            .store
+            .sessions
+            .find(&filter, &options)
+            .await?
+            .into_iter()
+            .filter(|s| is_live(s, now))
+            .collect())
+    }
+
+    /// Whether the session an access token names is live and belongs to
+    /// `user_id` (a revoked session's access tokens stop working here at
+    /// once). Served from the cache when it can be.
+    pub async fn is_active(&self, id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let store = &self.store;
+        let state: Option<SessionState> = self
+            .cache
+            .cached(&cache_key(id), self.policy.cache_ttl, async {
+                Ok::<_, StoreError>(store.sessions.get(id).await?.map(|s| SessionState {
+                    user_id: s.user_id,
+                    expires_at: s.expires_at,
+                    revoked: s.revoked_at.is_some(),
+                }))
+            })
+            .await?;
+        Ok(state.is_some_and(|s| !s.revoked && s.user_id == user_id && s.expires_at > Utc::now()))
+    }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use access_engine::{AccessEngine, Effect, Subject};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
@@ -71,9 +72,62 @@ impl RefreshToken {
         URL_SAFE_NO_PAD.encode(Sha256::digest(self.secret.as_bytes()))
     }
 
+    /// The token that replaces this one at its rotation:
+    /// base64url(HMAC-SHA256(`key`, secret)). Deterministic, so concurrent
+    /// refreshes of one token inside the grace window all receive the same
+    /// successor (see [`super::sessions`]); unpredictable without `key`, so
+    /// holding a token does not reveal the next one.
+    pub fn successor(&self, key: &SuccessorKey) -> Self {
+        let mut mac = key.mac();
+        mac.update(self.secret.as_bytes());
+        Self {
+            session_id: self.session_id.clone(),
+            secret: URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
+        }
+    }
+
     /// The token to hand to the client (the only place the secret leaves).
     pub fn expose(&self) -> String {
         format!("{}.{}", self.session_id, self.secret)
+    }
+}
+
+/// The server-side key that derives a refresh token's successor. Every
+/// instance must hold the same one (it is derived from the JWT signing key,
+/// which they share), or concurrent refreshes served by different instances
+/// would disagree on the successor.
+#[derive(Clone)]
+pub struct SuccessorKey([u8; 32]);
+
+impl fmt::Debug for SuccessorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SuccessorKey(..)")
+    }
+}
+
+impl SuccessorKey {
+    /// Derived from secret key material (the signing key's PEM) with a
+    /// domain-separation label, so it is never the signing key itself.
+    pub fn derive(material: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"auth-service refresh successor v1\0");
+        hasher.update(material);
+        Self(hasher.finalize().into())
+    }
+
+    /// A random key, for a process whose signing key is itself ephemeral.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length; 32 bytes cannot be refused.
+        match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        }
     }
 }
 
@@ -112,6 +166,18 @@ mod tests {
             RefreshToken::generate(token.session_id()).hash()
         );
         assert!(!format!("{token:?}").contains(&token.secret));
+    }
+
+    #[test]
+    fn successors_are_deterministic_per_key_and_parse() {
+        let key = SuccessorKey::derive(b"pem");
+        let token = RefreshToken::generate("0190c0de-0000-7000-8000-000000000001");
+        let next = token.successor(&key);
+        assert_eq!(next, token.successor(&SuccessorKey::derive(b"pem")));
+        assert_ne!(next, token.successor(&SuccessorKey::derive(b"other pem")));
+        assert_ne!(next.hash(), token.hash());
+        assert_eq!(next.session_id(), token.session_id());
+        assert_eq!(RefreshToken::parse(&next.expose()), Some(next));
     }
 
     #[test]

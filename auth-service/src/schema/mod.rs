@@ -14,7 +14,8 @@ use crate::domain::AuthService;
 pub use mutation::AuthMutation;
 pub use query::AuthQuery;
 pub use types::{
-    AuthPayload, LoginInput, PageInfo, RegisterInput, UserConnection, UserEdge, UserView,
+    AuthPayload, LoginInput, PageInfo, RegisterInput, SessionView, UserConnection, UserEdge,
+    UserView,
 };
 
 /// Every query field: the service's and `_errorCodes`.

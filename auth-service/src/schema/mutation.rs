@@ -1,16 +1,19 @@
-//! Mutation fields: registration, sign-in, token refresh, sign-out and
-//! password change.
+//! Mutation fields: registration, sign-in, token refresh, sign-out,
+//! password change, one-time codes, roles and account status.
 
 use async_graphql::{Context, Object, ID};
 
 use super::types::{secret, AuthPayload, LoginInput, RegisterInput, UserView};
 use super::{request, service};
 use crate::domain::NewUser;
+use crate::store::UserStatus;
 
-/// The auth subgraph's mutations.
+/// The auth subgraph's mutations. Named `Mutation` in the SDL: the
+/// federation SDL carries no `schema { mutation: ... }` block, so the
+/// gateway finds the root by that name (and the contract spells it so).
 pub struct AuthMutation;
 
-#[Object]
+#[Object(name = "Mutation")]
 impl AuthMutation {
     /// Creates an account (role `user`) and signs it in.
     async fn register(
@@ -102,6 +105,39 @@ impl AuthMutation {
     ) -> async_graphql::Result<UserView> {
         let user = service(ctx)?
             .revoke_role(request(ctx)?, &user_id, &role)
+            .await?;
+        Ok(UserView(user))
+    }
+
+    /// Sends the signed-in user a fresh 6-digit code for `purpose` (a short
+    /// lower-case word such as `withdrawal`), replacing the previous one;
+    /// valid for 5 minutes and 5 tries.
+    async fn request_otp(&self, ctx: &Context<'_>, purpose: String) -> async_graphql::Result<bool> {
+        Ok(service(ctx)?.request_otp(request(ctx)?, &purpose).await?)
+    }
+
+    /// Checks and spends the signed-in user's code for `purpose`.
+    async fn verify_otp(
+        &self,
+        ctx: &Context<'_>,
+        purpose: String,
+        code: String,
+    ) -> async_graphql::Result<bool> {
+        Ok(service(ctx)?
+            .verify_otp(request(ctx)?, &purpose, &code)
+            .await?)
+    }
+
+    /// Locks, disables or reactivates a user; needs `user:update:*` or
+    /// `role:assign:*`. Locking or disabling ends the user's sessions.
+    async fn set_user_status(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        status: UserStatus,
+    ) -> async_graphql::Result<UserView> {
+        let user = service(ctx)?
+            .set_user_status(request(ctx)?, &user_id, status)
             .await?;
         Ok(UserView(user))
     }

@@ -1,10 +1,10 @@
-//! Query fields: `me`, `user`, `users`, and the `User` entity for the
+//! Query fields: `me`, `sessions`, `user`, `users`, and the `User` entity for the
 //! gateway.
 
 use async_graphql::{Context, Object, ID};
 use service_core::db::PageArgs;
 
-use super::types::{UserConnection, UserView};
+use super::types::{SessionView, UserConnection, UserView};
 use super::{request, service};
 
 /// The auth subgraph's own query fields.
@@ -16,6 +16,21 @@ impl AuthQuery {
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserView>> {
         let user = service(ctx)?.me(request(ctx)?).await?;
         Ok(user.map(UserView))
+    }
+
+    /// Your live sessions (signed-in devices), newest first, at most 100;
+    /// end one with `logout`, all with `logoutAll`.
+    async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SessionView>> {
+        let request = request(ctx)?;
+        let sessions = service(ctx)?.sessions(request).await?;
+        let current = request.principal().map(|p| p.session_id.as_str());
+        Ok(sessions
+            .into_iter()
+            .map(|session| SessionView {
+                current: Some(session.id.as_str()) == current,
+                session,
+            })
+            .collect())
     }
 
     /// A user by id: yourself, or anyone with `user:read:*`.

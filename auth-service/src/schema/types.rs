@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::{Issued, UserPage};
-use crate::store::{User, UserStatus};
+use crate::store::{Session, User, UserStatus};
 
 /// A user account as clients see it.
 pub struct UserView(pub User);
@@ -33,14 +33,51 @@ impl UserView {
         &self.0.roles
     }
 
-    /// Whether the user may sign in.
+    /// Whether the user may sign in (a timed lock that has run out reads
+    /// `ACTIVE`).
     async fn status(&self) -> UserStatus {
-        self.0.status
+        self.0.status_at(Utc::now())
     }
 
     /// When the account was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+/// One signed-in device of the caller.
+pub struct SessionView {
+    /// The session.
+    pub session: Session,
+    /// The session of the token making the request.
+    pub current: bool,
+}
+
+#[Object(name = "AuthSession")]
+impl SessionView {
+    /// The session id (the access tokens' `sid`).
+    async fn id(&self) -> ID {
+        ID(self.session.id.clone())
+    }
+
+    /// When the user signed in.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.session.created_at
+    }
+
+    /// When its refresh token was last rotated, if ever.
+    async fn last_refreshed_at(&self) -> Option<DateTime<Utc>> {
+        self.session.rotated_at
+    }
+
+    /// When it ends unless revoked before.
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.session.expires_at
+    }
+
+    /// Whether this is the session of the token making the request.
+    async fn current(&self) -> bool {
+        self.current
     }
 }
 

@@ -12,6 +12,58 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 pub(crate) const KID: &str = "test-key";
 
+/// Which store a test app runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// A fresh embedded store in a temporary directory.
+    Embedded,
+    /// A database of its own on the MongoDB wire server at `TEST_MONGODB_URI`.
+    Mongo,
+}
+
+/// How to start a test app.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) backend: Backend,
+    /// Share login counts, OTP limits and the session cache through the
+    /// Redis at `TEST_REDIS_URL` (under this app's own key prefix).
+    pub(crate) redis: bool,
+    /// Extra variables (`AUTH_OTP_TTL_SECONDS`, ...).
+    pub(crate) vars: Vec<(String, String)>,
+    /// Join another app's database, Redis prefix and signing key: a second
+    /// instance of the same deployment.
+    pub(crate) join: Option<Deployment>,
+}
+
+impl Options {
+    pub(crate) fn on(backend: Backend) -> Self {
+        Self {
+            backend,
+            redis: false,
+            vars: Vec::new(),
+            join: None,
+        }
+    }
+
+    pub(crate) fn with_redis(mut self) -> Self {
+        self.redis = true;
+        self
+    }
+
+    pub(crate) fn var(mut self, key: &str, value: impl ToString) -> Self {
+        self.vars.push((key.to_owned(), value.to_string()));
+        self
+    }
+}
+
+/// What two instances of one deployment share.
+#[derive(Clone, Debug)]
+pub(crate) struct Deployment {
+    brand: String,
+    pem: String,
+    data_dir: std::path::PathBuf,
+}
+
 pub(crate) struct TestApp {
     pub(crate) address: String,
     pub(crate) client: reqwest::Client,
@@ -20,6 +72,7 @@ pub(crate) struct TestApp {
     pub(crate) public_pem: String,
     pub(crate) app_hashes: Box<dyn Fn() -> u64 + Send + Sync>,
     pub(crate) bus: service_core::events::EventBus,
+    pub(crate) deployment: Deployment,
     stop: CancellationToken,
     _data: tempfile::TempDir,
 }
@@ -34,17 +87,56 @@ pub(crate) fn jwt_settings() -> JwtSettings {
     JwtSettings::new("payment-platform", "payment-platform-api")
 }
 
+fn required_env(name: &str, what: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{name} is not set: this test needs {what}. Run scripts/test.sh, which starts \
+             it and sets {name}, or export {name} for one you started"
+        ),
+    }
+}
+
+/// An app on the embedded store, without Redis.
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(Options::on(Backend::Embedded)).await
+}
+
+/// An app on `backend`, without Redis.
+pub(crate) async fn spawn_on(backend: Backend) -> TestApp {
+    spawn_with(Options::on(backend)).await
+}
+
+pub(crate) async fn spawn_with(options: Options) -> TestApp {
     let data = tempfile::tempdir().expect("temp dir");
-    let dalek = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = dalek.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string();
-    let vars = [
+    let deployment = options.join.clone().unwrap_or_else(|| {
+        let dalek = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Deployment {
+            // A unique brand: its own database name and Redis key prefix.
+            brand: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            pem: dalek.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            data_dir: data.path().to_path_buf(),
+        }
+    });
+    let mut vars: Vec<(String, String)> = [
         ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
-        ("AUTH_JWT_PRIVATE_KEY", pem.clone()),
+        ("AUTH_JWT_PRIVATE_KEY", deployment.pem.clone()),
         ("AUTH_JWT_KID", KID.to_owned()),
-        ("DATA_DIR", data.path().display().to_string()),
+        ("DATA_DIR", deployment.data_dir.display().to_string()),
+        ("BRAND", deployment.brand.clone()),
+        ("DB_NAMING", "per-brand-service".to_owned()),
     ]
-    .map(|(k, v)| (k.to_owned(), v));
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+    if options.backend == Backend::Mongo {
+        let uri = required_env("TEST_MONGODB_URI", "the MongoDB wire server");
+        vars.push(("MONGODB_URI".to_owned(), uri));
+    }
+    if options.redis {
+        let url = required_env("TEST_REDIS_URL", "a Redis");
+        vars.push(("REDIS_URL".to_owned(), url));
+    }
+    vars.extend(options.vars);
     let settings = Settings::from_vars(vars).expect("settings");
     let app = Application::build(settings).await.expect("build");
     let port = app.port();
@@ -52,7 +144,7 @@ pub(crate) async fn spawn_app() -> TestApp {
     let hasher = app.service().hasher().clone();
     let bus = app.event_bus().clone();
     tokio::spawn(app.run_until_stopped());
-    let key = SigningKey::from_pkcs8_pem(KID, &pem).expect("key");
+    let key = SigningKey::from_pkcs8_pem(KID, &deployment.pem).expect("key");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
@@ -60,10 +152,53 @@ pub(crate) async fn spawn_app() -> TestApp {
         issuer: TokenIssuer::new(key, jwt_settings()),
         app_hashes: Box::new(move || hasher.hash_count()),
         bus,
+        deployment,
         stop,
         _data: data,
     }
 }
+
+/// Runs `$test(backend)` once per store: `<name>::embedded` and
+/// `<name>::mongodb`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn embedded() {
+                    super::$name(crate::helpers::Backend::Embedded).await;
+                }
+
+                #[tokio::test]
+                async fn mongodb() {
+                    super::$name(crate::helpers::Backend::Mongo).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_stores;
+
+/// Runs `$test(redis)` without and with the Redis at `TEST_REDIS_URL`:
+/// `<name>::in_process` and `<name>::redis`.
+macro_rules! with_and_without_redis {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn in_process() {
+                    super::$name(false).await;
+                }
+
+                #[tokio::test]
+                async fn redis() {
+                    super::$name(true).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use with_and_without_redis;
 
 pub(crate) fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
@@ -138,6 +273,54 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// A second handle on an embedded app's store, to look at what it keeps.
+    pub(crate) async fn embedded_store(&self) -> auth_service::store::Store {
+        let config = service_core::db::DbConfig {
+            mongodb_uri: None,
+            data_dir: self.deployment.data_dir.clone(),
+            brand: self.deployment.brand.clone(),
+            tenant: "default".to_owned(),
+            service: auth_service::SERVICE.to_owned(),
+            naming: service_core::db::NamingStrategy::PerBrandService,
+            pool: service_core::db::PoolSettings::default(),
+        };
+        let db = service_core::db::Database::open(&config)
+            .await
+            .expect("open the app's embedded store");
+        auth_service::store::Store::open(std::sync::Arc::new(db))
+            .await
+            .expect("store")
+    }
+
+    /// Sends every `event_type` event published from now on to the receiver.
+    pub(crate) async fn events(
+        &self,
+        event_type: &str,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<service_core::events::Event> {
+        let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+        self.bus
+            .on(
+                event_type,
+                "test",
+                service_core::events::handler(move |event| {
+                    let sender = sender.clone();
+                    async move {
+                        let _ = sender.send(event);
+                        Ok(())
+                    }
+                }),
+            )
+            .await
+            .unwrap();
+        received
+    }
+
+    /// A token for an admin: `payload`'s session with the role `admin`.
+    pub(crate) async fn admin(&self) -> String {
+        let someone = self.register().await;
+        self.token_with_roles(&someone, &["admin"])
     }
 
     pub(crate) async fn me(&self, token: Option<&str>) -> Value {

@@ -1,12 +1,15 @@
 //! register and login.
 
 use serde_json::{json, Value};
+use service_core::events::{DomainEvent as _, UserRegistered};
 
-use crate::helpers::{claims, code, spawn_app, unique_email, PASSWORD};
+use crate::helpers::{
+    claims, code, on_both_stores, spawn_app, spawn_on, spawn_with, unique_email,
+    with_and_without_redis, Backend, Options, PASSWORD,
+};
 
-#[tokio::test]
-async fn register_then_login_returns_tokens_and_the_user() {
-    let app = spawn_app().await;
+async fn register_then_login_returns_tokens_and_the_user(backend: Backend) {
+    let app = spawn_on(backend).await;
     let email = unique_email();
 
     let body = app
@@ -131,9 +134,10 @@ async fn the_schema_never_exposes_the_password_hash_and_keeps_error_codes() {
     assert!(codes.contains(&json!("MSCoreValidation")));
 }
 
-#[tokio::test]
-async fn five_failed_logins_block_the_email_for_a_while() {
-    let app = spawn_app().await;
+async fn five_failed_logins_block_the_email_for_a_while(redis: bool) {
+    let mut options = Options::on(Backend::Embedded);
+    options.redis = redis;
+    let app = spawn_with(options).await;
     let email = unique_email();
     app.register_with(&email, PASSWORD).await;
 
@@ -201,6 +205,9 @@ async fn registration_publishes_user_registered_through_the_outbox() {
         user["user"]["id"].as_str().map(str::to_owned).as_ref()
     );
     assert_eq!(event.data["email"], user["user"]["email"]);
+    let payload = UserRegistered::from_event(&event).expect("the catalog's UserRegistered");
+    assert_eq!(payload.user_id, user["user"]["id"].as_str().unwrap());
+    assert_eq!(payload.username, None);
     assert!(!event.data.to_string().contains(PASSWORD));
 
     // A refused registration announces nothing.
@@ -210,3 +217,6 @@ async fn registration_publishes_user_registered_through_the_outbox() {
         tokio::time::timeout(std::time::Duration::from_millis(300), received.recv()).await;
     assert!(nothing.is_err(), "{nothing:?}");
 }
+
+on_both_stores!(register_then_login_returns_tokens_and_the_user);
+with_and_without_redis!(five_failed_logins_block_the_email_for_a_while);

@@ -1,12 +1,13 @@
 //! Refresh-token rotation, replay detection and signing out.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{code, spawn_app, PASSWORD};
+use crate::helpers::{
+    code, on_both_stores, spawn_app, spawn_on, spawn_with, Backend, Options, PASSWORD,
+};
 
-#[tokio::test]
-async fn refresh_rotates_and_a_replay_revokes_the_family() {
-    let app = spawn_app().await;
+async fn refresh_rotates_and_a_replay_revokes_the_family(backend: Backend) {
+    let app = spawn_on(backend).await;
     let user = app.register().await;
     let first = user["refreshToken"].as_str().unwrap().to_owned();
 
@@ -133,21 +134,172 @@ async fn change_password_revokes_the_other_sessions() {
     assert!(body["errors"].is_null(), "{body}");
 }
 
-#[tokio::test]
-async fn a_token_spent_a_moment_ago_still_rotates_within_the_grace_window() {
-    let app = spawn_app().await;
+async fn concurrent_refreshes_get_one_successor_and_the_family_lives_on(backend: Backend) {
+    let app = spawn_on(backend).await;
     let user = app.register().await;
     let first = user["refreshToken"].as_str().unwrap().to_owned();
 
-    let winner = app.refresh(&first).await;
-    assert!(winner["errors"].is_null(), "{winner}");
-    // A second tab refreshing with the same token at the same moment.
-    let loser = app.refresh(&first).await;
-    assert!(loser["errors"].is_null(), "{loser}");
-    let latest = loser["data"]["refreshToken"]["refreshToken"]
+    // Two tabs refreshing with the same token at the same moment.
+    let (one, two) = tokio::join!(app.refresh(&first), app.refresh(&first));
+    assert!(one["errors"].is_null(), "{one}");
+    assert!(two["errors"].is_null(), "{two}");
+    let successor = one["data"]["refreshToken"]["refreshToken"]
         .as_str()
         .unwrap()
         .to_owned();
-    let body = app.refresh(&latest).await;
+    assert_eq!(
+        two["data"]["refreshToken"]["refreshToken"], successor,
+        "both get the same successor"
+    );
+    // A third, a moment later, still within the grace window.
+    let late = app.refresh(&first).await;
+    assert_eq!(
+        late["data"]["refreshToken"]["refreshToken"], successor,
+        "{late}"
+    );
+
+    // Using that successor is not a replay: the family lives on.
+    let next = app.refresh(&successor).await;
+    assert!(next["errors"].is_null(), "{next}");
+    let newest = next["data"]["refreshToken"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let access = next["data"]["refreshToken"]["accessToken"].as_str();
+    assert!(app.me(access).await["data"]["me"].is_object());
+    let body = app.refresh(&newest).await;
     assert!(body["errors"].is_null(), "{body}");
+}
+
+#[tokio::test]
+async fn a_replay_after_the_grace_window_revokes_the_family() {
+    let app = spawn_with(Options::on(Backend::Embedded).var("AUTH_REFRESH_GRACE_SECONDS", 1)).await;
+    let user = app.register().await;
+    let first = user["refreshToken"].as_str().unwrap().to_owned();
+    let rotated = app.refresh(&first).await;
+    assert!(rotated["errors"].is_null(), "{rotated}");
+    let successor = rotated["data"]["refreshToken"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let access = rotated["data"]["refreshToken"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let replay = app.refresh(&first).await;
+    assert_eq!(code(&replay), "MSAuthRefreshTokenReused", "{replay}");
+    for token in [&successor, &first] {
+        let later = app.refresh(token).await;
+        assert_eq!(code(&later), "MSAuthInvalidToken", "{later}");
+    }
+    let me = app.me(Some(&access)).await;
+    assert_eq!(code(&me), "MSAuthInvalidToken", "{me}");
+}
+
+#[tokio::test]
+async fn change_password_refuses_the_other_sessions_access_tokens() {
+    let app = spawn_app().await;
+    let user = app.register().await;
+    let email = user["user"]["email"].as_str().unwrap().to_owned();
+    let other = app.login(&email, PASSWORD).await["data"]["login"].clone();
+    // Warm the session cache for the other session first.
+    assert!(app.me(other["accessToken"].as_str()).await["data"]["me"].is_object());
+
+    let body = app
+        .gql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }",
+            json!({ "c": PASSWORD, "n": "a brand new passphrase" }),
+            user["accessToken"].as_str(),
+        )
+        .await;
+    assert_eq!(body["data"]["changePassword"], true, "{body}");
+    let me = app.me(other["accessToken"].as_str()).await;
+    assert_eq!(code(&me), "MSAuthInvalidToken", "{me}");
+}
+
+/// Two instances of one deployment (same MongoDB database, same Redis): a
+/// logout on one is seen at once by the other, whose session cache had
+/// the session as live.
+#[tokio::test]
+async fn a_revocation_reaches_the_other_instance_through_the_cache() {
+    let first = spawn_with(Options::on(Backend::Mongo).with_redis()).await;
+    let mut options = Options::on(Backend::Mongo).with_redis();
+    options.join = Some(first.deployment.clone());
+    let second = spawn_with(options).await;
+
+    let user = first.register().await;
+    let access = user["accessToken"].as_str();
+    for app in [&first, &second] {
+        let me = app.me(access).await;
+        assert_eq!(me["data"]["me"]["id"], user["user"]["id"], "{me}");
+    }
+    let body = first
+        .gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": user["refreshToken"] }),
+            None,
+        )
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+
+    // Invalidation messages travel through Redis pub/sub: give it a moment.
+    let mut answer = Value::Null;
+    for _ in 0..50 {
+        answer = second.me(access).await;
+        if answer["errors"].is_array() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(code(&answer), "MSAuthInvalidToken", "{answer}");
+}
+
+on_both_stores!(
+    refresh_rotates_and_a_replay_revokes_the_family,
+    concurrent_refreshes_get_one_successor_and_the_family_lives_on,
+);
+
+#[tokio::test]
+async fn sessions_lists_the_callers_live_devices() {
+    let app = spawn_app().await;
+    let user = app.register().await;
+    let email = user["user"]["email"].as_str().unwrap().to_owned();
+    let other = app.login(&email, PASSWORD).await["data"]["login"].clone();
+    let third = app.login(&email, PASSWORD).await["data"]["login"].clone();
+    let stranger = app.register().await;
+    let query = "{ sessions { id createdAt lastRefreshedAt expiresAt current } }";
+
+    let logout = app
+        .gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": third["refreshToken"] }),
+            None,
+        )
+        .await;
+    assert_eq!(logout["data"]["logout"], true, "{logout}");
+
+    let body = app
+        .gql(query, json!({}), user["accessToken"].as_str())
+        .await;
+    let sessions = body["data"]["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    let sid = |payload: &Value| {
+        crate::helpers::claims(payload["accessToken"].as_str().unwrap())["sid"].clone()
+    };
+    let ids: Vec<&Value> = sessions.iter().map(|s| &s["id"]).collect();
+    assert_eq!(sessions.len(), 2, "the logged-out one is gone: {body}");
+    assert!(
+        ids.contains(&&sid(&user)) && ids.contains(&&sid(&other)),
+        "{body}"
+    );
+    assert!(!ids.contains(&&sid(&stranger)), "only the caller's: {body}");
+    for session in sessions {
+        assert_eq!(session["current"], session["id"] == sid(&user), "{body}");
+    }
+
+    let anonymous = app.gql(query, json!({}), None).await;
+    assert_eq!(code(&anonymous), "MSCoreUnauthenticated", "{anonymous}");
 }

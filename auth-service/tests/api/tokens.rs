@@ -63,8 +63,17 @@ async fn forged_expired_and_tampered_tokens_are_refused_without_data() {
     parts[1] = b64(&subject_claims);
     let tampered = parts.join(".");
 
+    // RS256 claimed in the header: refused on the pinned algorithm before
+    // any key is looked at, whatever the signature holds.
+    let rs256 = format!(
+        "{}.{}.{}",
+        b64(&json!({"alg": "RS256", "typ": "JWT", "kid": KID})),
+        b64(&payload),
+        URL_SAFE_NO_PAD.encode([7u8; 256])
+    );
     for (name, token) in [
         ("alg none", alg_none),
+        ("RS256 header", rs256),
         ("HS256 keyed with the public key", hs256),
         ("another Ed25519 key", other_key),
         ("tampered payload", tampered),

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{code, spawn_app};
+use crate::helpers::{code, on_both_stores, spawn_app, spawn_on, Backend};
 
 const USERS: &str = "query($first: Int, $after: String) { users(first: $first, after: $after) { totalCount edges { cursor node { id email } } nodes { id } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
 
@@ -41,9 +41,8 @@ async fn users_read_themselves_but_not_each_other() {
     );
 }
 
-#[tokio::test]
-async fn listing_users_needs_permission_and_pages_with_cursors() {
-    let app = spawn_app().await;
+async fn listing_users_needs_permission_and_pages_with_cursors(backend: Backend) {
+    let app = spawn_on(backend).await;
     let alice = app.register().await;
     let bob = app.register().await;
     let carol = app.register().await;
@@ -121,9 +120,8 @@ const ASSIGN: &str =
 const REVOKE: &str =
     "mutation($id: ID!, $role: String!) { revokeRole(userId: $id, role: $role) { id roles } }";
 
-#[tokio::test]
-async fn admins_assign_and_revoke_roles_and_the_next_refresh_carries_them() {
-    let app = spawn_app().await;
+async fn admins_assign_and_revoke_roles_and_the_next_refresh_carries_them(backend: Backend) {
+    let app = spawn_on(backend).await;
     let alice = app.register().await;
     let bob = app.register().await;
     let bob_id = bob["user"]["id"].clone();
@@ -206,3 +204,8 @@ async fn admins_assign_and_revoke_roles_and_the_next_refresh_carries_them() {
     assert_eq!(code(&unknown_role), "MSCoreValidation");
     assert_eq!(unknown_role["errors"][0]["extensions"]["field"], "role");
 }
+
+on_both_stores!(
+    listing_users_needs_permission_and_pages_with_cursors,
+    admins_assign_and_revoke_roles_and_the_next_refresh_carries_them
+);

@@ -8,29 +8,34 @@ use std::sync::Arc;
 use access_engine::{AccessEngine, Resource};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use service_core::auth::{IssuedToken, TokenIssuer, TokenSubject};
 use service_core::db::{
     to_document, Direction, Entity as _, Filter, PageArgs, StoreError, Update, ID,
 };
-use service_core::events::{Event, Outbox, OutboxWaker};
+use service_core::events::{DomainEvent as _, UserRegistered};
+use service_core::events::{Outbox, OutboxWaker};
+use service_core::resilience::AttemptCounter;
 use service_core::{codes as core_codes, ApiError, ApiResult, Principal, RequestContext};
 
 use super::email::Email;
 use super::password::{HashOutcome, PasswordHasher};
-use super::sessions::{self, RefreshError, SessionPolicy};
+use super::sessions::{RefreshError, Sessions};
 use super::tokens::{permissions_for, RefreshToken};
 use crate::codes;
-use crate::store::{Store, User, UserStatus, EMAIL_INDEX};
-use service_core::resilience::AttemptCounter;
+use crate::store::{Session, Store, User, UserStatus, EMAIL_INDEX};
 
+mod lockout;
+mod otp;
 mod roles;
 
+pub use lockout::LockoutPolicy;
+pub use otp::OtpPolicy;
+
+/// Most sessions `sessions` lists (each login opens one; they live 30 days).
+const SESSIONS_LISTED: usize = 100;
 /// Usernames are optional; when given, 3 to 32 of these characters.
 const USERNAME_MIN: usize = 3;
 const USERNAME_MAX: usize = 32;
-/// The event announcing a new account (consumed by notifications and bonus).
-pub const USER_REGISTERED: &str = "user.registered";
 
 /// What `register` receives, as the client sent it.
 pub struct NewUser {
@@ -70,13 +75,18 @@ pub struct AuthParts {
     pub issuer: Arc<TokenIssuer>,
     /// Roles and permissions, for the `permissions` claim and role checks.
     pub access: Arc<AccessEngine>,
-    /// Session lifetime and refresh grace window.
-    pub sessions: SessionPolicy,
+    /// Sessions, refresh rotation and the session cache.
+    pub sessions: Sessions,
     /// The tenant new users join.
     pub tenant_id: String,
     /// Counts failed sign-ins.
     pub throttle: Arc<AttemptCounter>,
-    /// Wakes the relay that publishes `user.registered`.
+    /// When repeated bursts of failures lock an account.
+    pub lockout: LockoutPolicy,
+    /// One-time code lifetime, tries and request limit.
+    pub otp: OtpPolicy,
+    /// Wakes the relay that publishes `user.registered` and
+    /// `auth.otp.requested`.
     pub outbox: OutboxWaker,
 }
 
@@ -87,9 +97,11 @@ pub struct AuthService {
     hasher: PasswordHasher,
     issuer: Arc<TokenIssuer>,
     access: Arc<AccessEngine>,
-    sessions: SessionPolicy,
+    sessions: Sessions,
     tenant_id: String,
     throttle: Arc<AttemptCounter>,
+    lockout: LockoutPolicy,
+    otp: OtpPolicy,
     outbox: OutboxWaker,
 }
 
@@ -99,6 +111,14 @@ fn invalid_credentials() -> ApiError {
 
 fn invalid_token() -> ApiError {
     ApiError::new(core_codes::AUTH_INVALID_TOKEN, "Invalid token")
+}
+
+fn too_many_attempts(retry_after_seconds: u64) -> ApiError {
+    ApiError::new(
+        codes::TOO_MANY_ATTEMPTS,
+        "Too many failed sign-in attempts, try again later",
+    )
+    .with_extension("retryAfterSeconds", retry_after_seconds)
 }
 
 fn hash_failed(err: impl std::error::Error + Send + Sync + 'static) -> ApiError {
@@ -143,6 +163,8 @@ impl AuthService {
             sessions,
             tenant_id,
             throttle,
+            lockout,
+            otp,
             outbox,
         } = parts;
         Self {
@@ -153,6 +175,8 @@ impl AuthService {
             sessions,
             tenant_id,
             throttle,
+            lockout,
+            otp,
             outbox,
         }
     }
@@ -174,7 +198,7 @@ impl AuthService {
     }
 
     async fn sign_in(&self, user: User) -> ApiResult<Issued> {
-        let (session, refresh) = sessions::open(&self.store, self.sessions, &user.id).await?;
+        let (session, refresh) = self.sessions.open(&user.id).await?;
         self.issued(user, &session.id, refresh)
     }
 
@@ -210,6 +234,8 @@ impl AuthService {
             password_hash,
             created_at: Utc::now(),
             version: 0,
+            locked_until: None,
+            lock_count: 0,
         };
         record_user(&user.id);
         match self.insert_announced(&user).await {
@@ -232,12 +258,12 @@ impl AuthService {
     /// the event is published if and only if the account exists.
     async fn insert_announced(&self, user: &User) -> Result<(), StoreError> {
         let doc = to_document(user)?;
-        let event = Event::new(
-            USER_REGISTERED,
-            &user.tenant_id,
-            Some(&user.id),
-            json!({ "userId": user.id, "email": user.email, "username": user.username }),
-        )
+        let event = UserRegistered {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            username: user.username.clone(),
+        }
+        .to_event(&user.tenant_id, Some(&user.id))
         .map_err(|err| StoreError::Invalid(err.to_string()))?;
         self.store
             .users
@@ -253,19 +279,19 @@ impl AuthService {
             .await
     }
 
-    /// Signs in with email and password. Unknown email, wrong password and
-    /// a user who may not sign in get the same answer after the same work;
-    /// after too many failures for one email, `MSAuthTooManyAttempts`
-    /// (before any hashing) until the window lets the next one through.
+    /// Signs in with email and password. Unknown email and wrong password
+    /// get the same answer after the same work, whatever the account's
+    /// status; after too many failures for one email, `MSAuthTooManyAttempts`
+    /// (before any hashing) until the window lets the next one through, and
+    /// the bursts of failures count towards a lockout (see `lockout`). The
+    /// right password of a `LOCKED` account with a timed lock gets
+    /// `MSAuthTooManyAttempts` with the time left; of a `DISABLED` account
+    /// or an operator's open-ended lock, `MSAuthInvalidCredentials`.
     #[tracing::instrument(skip_all, fields(user_id))]
     pub async fn login(&self, email: &str, password: SecretString) -> ApiResult<Issued> {
         let email = parse_email(email)?;
         if let Some(wait) = self.throttle.is_locked(email.as_str()).await {
-            return Err(ApiError::new(
-                codes::TOO_MANY_ATTEMPTS,
-                "Too many failed sign-in attempts, try again later",
-            )
-            .with_extension("retryAfterSeconds", wait.as_secs_ceil()));
+            return Err(too_many_attempts(wait.as_secs_ceil()));
         }
         let user = self
             .store
@@ -278,14 +304,34 @@ impl AuthService {
             .verify(password, hash)
             .await
             .map_err(hash_failed)?;
+        let now = Utc::now();
         match user {
-            Some(user) if matches && user.status == UserStatus::Active => {
+            Some(user) if matches => {
                 record_user(&user.id);
-                self.throttle.reset(email.as_str()).await;
-                self.sign_in(user).await
+                match user.status_at(now) {
+                    UserStatus::Active => {
+                        self.throttle.reset(email.as_str()).await;
+                        self.signed_in_after_lock(&user).await?;
+                        self.sign_in(user).await
+                    }
+                    // Only someone who knows the password learns that the
+                    // account exists and is locked, and for how long.
+                    UserStatus::Locked => match user.locked_until {
+                        Some(until) => Err(too_many_attempts(
+                            u64::try_from((until - now).num_seconds())
+                                .unwrap_or(0)
+                                .max(1),
+                        )),
+                        None => Err(invalid_credentials()),
+                    },
+                    UserStatus::Disabled => Err(invalid_credentials()),
+                }
             }
             _ => {
-                self.throttle.record_failure(email.as_str()).await;
+                let attempts = self.throttle.record_failure(email.as_str()).await;
+                if attempts.count == self.lockout.max_failures {
+                    self.burst_tripped(email.as_str(), user.as_ref()).await?;
+                }
                 Err(invalid_credentials())
             }
         }
@@ -295,7 +341,20 @@ impl AuthService {
     #[tracing::instrument(skip_all, fields(user_id))]
     pub async fn refresh(&self, token: &str) -> ApiResult<Issued> {
         let token = RefreshToken::parse(token).ok_or_else(invalid_token)?;
-        let (session, refresh) = match sessions::rotate(&self.store, self.sessions, &token).await {
+        // A user who may not sign in may not refresh either; checked before
+        // rotating so a timed lock does not also cost the session its token.
+        if let Some(session) = self.sessions.get(token.session_id()).await? {
+            let user = self.store.users.get(&session.user_id).await?;
+            match user.map(|u| u.status_at(Utc::now())) {
+                Some(UserStatus::Active) => {}
+                Some(UserStatus::Locked) => return Err(invalid_token()),
+                Some(UserStatus::Disabled) | None => {
+                    self.sessions.revoke(&session.id).await?;
+                    return Err(invalid_token());
+                }
+            }
+        }
+        let (session, refresh) = match self.sessions.rotate(&token).await {
             Ok(rotated) => rotated,
             Err(RefreshError::Invalid) => return Err(invalid_token()),
             Err(RefreshError::Reused) => {
@@ -308,8 +367,7 @@ impl AuthService {
         };
         record_user(&session.user_id);
         let user = self.store.users.get(&session.user_id).await?;
-        let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
-            sessions::revoke(&self.store, &session.id).await?;
+        let Some(user) = user.filter(|u| u.status_at(Utc::now()) == UserStatus::Active) else {
             return Err(invalid_token());
         };
         self.issued(user, &session.id, refresh)
@@ -325,10 +383,10 @@ impl AuthService {
             .sessions
             .get(token.session_id())
             .await?
-            .filter(|s| sessions::is_live(s, Utc::now()) && s.token_hash == token.hash())
+            .filter(|s| super::sessions::is_live(s, Utc::now()) && s.token_hash == token.hash())
             .ok_or_else(invalid_token)?;
         record_user(&session.user_id);
-        sessions::revoke(&self.store, &session.id).await?;
+        self.sessions.revoke(&session.id).await?;
         Ok(true)
     }
 
@@ -338,7 +396,11 @@ impl AuthService {
         let Some(principal) = ctx.principal() else {
             return Ok(None);
         };
-        if sessions::is_active(&self.store, &principal.session_id, &principal.user_id).await? {
+        if self
+            .sessions
+            .is_active(&principal.session_id, &principal.user_id)
+            .await?
+        {
             Ok(Some(principal))
         } else {
             Err(invalid_token())
@@ -357,8 +419,18 @@ impl AuthService {
     pub async fn logout_all(&self, ctx: &RequestContext) -> ApiResult<bool> {
         let principal = self.signed_in(ctx).await?;
         record_user(&principal.user_id);
-        sessions::revoke_all(&self.store, &principal.user_id, None).await?;
+        self.sessions.revoke_all(&principal.user_id, None).await?;
         Ok(true)
+    }
+
+    /// The caller's live sessions (signed-in devices), newest first, at
+    /// most 100.
+    pub async fn sessions(&self, ctx: &RequestContext) -> ApiResult<Vec<Session>> {
+        let principal = self.signed_in(ctx).await?;
+        Ok(self
+            .sessions
+            .live_of(&principal.user_id, SESSIONS_LISTED)
+            .await?)
     }
 
     /// Replaces the caller's password and ends their other sessions.
@@ -405,8 +477,10 @@ impl AuthService {
             )
             .await?
             .ok_or_else(invalid_token)?;
-        let ended =
-            sessions::revoke_all(&self.store, &user.id, Some(&principal.session_id)).await?;
+        let ended = self
+            .sessions
+            .revoke_all(&user.id, Some(&principal.session_id))
+            .await?;
         tracing::info!(sessions_ended = ended, "password changed");
         Ok(true)
     }

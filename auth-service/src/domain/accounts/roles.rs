@@ -44,6 +44,8 @@ impl AuthService {
                 password_hash,
                 created_at: Utc::now(),
                 version: 0,
+                locked_until: None,
+                lock_count: 0,
             };
             match self.store.users.create(&user).await {
                 Ok(()) => {
