@@ -21,6 +21,10 @@ pub mod codes {
     /// An idempotency key reused with different parameters.
     pub const IDEMPOTENCY_CONFLICT: ErrorCode = ErrorCode::new("MSPaymentIdempotencyConflict");
 
+    /// A transfer to a user this service does not know: no `user.registered`
+    /// event and no signed-in request ever named them.
+    pub const RECIPIENT_NOT_FOUND: ErrorCode = ErrorCode::new("MSPaymentRecipientNotFound");
+
     /// Every code above.
     pub const ALL: &[ErrorCode] = &[
         INSUFFICIENT_BALANCE,
@@ -30,6 +34,7 @@ pub mod codes {
         INVALID_CURRENCY,
         SELF_TRANSFER,
         IDEMPOTENCY_CONFLICT,
+        RECIPIENT_NOT_FOUND,
     ];
 }
 

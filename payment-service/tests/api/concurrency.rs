@@ -1,0 +1,193 @@
+//! Many concurrent transfers among few wallets: the money rules hold.
+
+use std::sync::Arc;
+
+use payment_service::domain::{Amount, Currency, DepositCommand, TransferCommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use service_core::codes as core_codes;
+
+use crate::helpers::{context, spawn_app, spawn_app_on_mongo, TestApp};
+use crate::invariants::{check, Expected};
+
+const START: i64 = 10_000;
+
+async fn run(app: TestApp, wallets: usize, transfers: usize, tasks: usize) {
+    let currency = Currency::parse("EUR").unwrap();
+    let mut users = Vec::new();
+    for _ in 0..wallets {
+        let user = app.user().await;
+        let ctx = context(&user.id, &["user"]);
+        let wallet = app.service.create_wallet(&ctx, currency).await.unwrap();
+        let admin = context("admin", &["admin"]);
+        app.service
+            .deposit(
+                &admin,
+                DepositCommand {
+                    wallet_id: wallet.id.clone(),
+                    amount: Amount::positive(START).unwrap(),
+                    idempotency_key: None,
+                    description: None,
+                },
+            )
+            .await
+            .unwrap();
+        users.push(user.id);
+    }
+    let users = Arc::new(users);
+    let per_task = transfers / tasks;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let service = app.service.clone();
+        let users = users.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(task as u64 + 1);
+            let (mut ok, mut refused) = (0usize, 0usize);
+            for _ in 0..per_task {
+                let from = rng.gen_range(0..users.len());
+                let mut to = rng.gen_range(0..users.len() - 1);
+                if to >= from {
+                    to += 1;
+                }
+                // Up to 1.5× the starting balance: some are bound to be refused.
+                let amount = rng.gen_range(1..=START * 3 / 2);
+                let result = service
+                    .transfer(
+                        &context(&users[from], &["user"]),
+                        TransferCommand {
+                            to_user_id: users[to].clone(),
+                            amount: Amount::positive(amount).unwrap(),
+                            currency,
+                            idempotency_key: None,
+                            description: None,
+                        },
+                    )
+                    .await;
+                match result {
+                    Ok(t) => {
+                        assert_eq!(t.amount, amount);
+                        ok += 1;
+                    }
+                    Err(err) => {
+                        assert_eq!(
+                            err.code(),
+                            payment_service::codes::INSUFFICIENT_BALANCE,
+                            "{err:?}"
+                        );
+                        assert_ne!(err.code(), core_codes::INTERNAL);
+                        refused += 1;
+                    }
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut completed, mut refused) = (0, 0);
+    for handle in handles {
+        let (ok, no) = handle.await.unwrap();
+        completed += ok;
+        refused += no;
+    }
+    assert_eq!(completed + refused, per_task * tasks);
+    assert!(completed > 0, "no transfer went through");
+    assert!(
+        refused > 0,
+        "no transfer was refused: amounts were meant to exceed balances"
+    );
+    check(
+        &app,
+        &Expected {
+            total: START * wallets as i64,
+            completed,
+            other_entries: wallets as u64,
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_transfers_keep_the_books_on_the_embedded_store() {
+    run(spawn_app().await, 20, 1000, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transfers_keep_the_books_on_the_mongodb_wire_server() {
+    run(spawn_app_on_mongo().await, 20, 60, 4).await;
+}
+
+/// Several senders pay a recipient who has no wallet yet, at once: exactly
+/// one wallet is created and it receives every payment.
+async fn first_receipts_race(app: TestApp, senders: usize) {
+    let currency = Currency::parse("EUR").unwrap();
+    let recipient = app.user().await;
+    let admin = context("admin", &["admin"]);
+    let mut users = Vec::new();
+    for _ in 0..senders {
+        let user = app.user().await;
+        let wallet = app
+            .service
+            .create_wallet(&context(&user.id, &["user"]), currency)
+            .await
+            .unwrap();
+        app.service
+            .deposit(
+                &admin,
+                DepositCommand {
+                    wallet_id: wallet.id,
+                    amount: Amount::positive(100).unwrap(),
+                    idempotency_key: None,
+                    description: None,
+                },
+            )
+            .await
+            .unwrap();
+        users.push(user.id);
+    }
+    let mut handles = Vec::new();
+    for user in users {
+        let (service, to) = (app.service.clone(), recipient.id.clone());
+        handles.push(tokio::spawn(async move {
+            service
+                .transfer(
+                    &context(&user, &["user"]),
+                    TransferCommand {
+                        to_user_id: to,
+                        amount: Amount::positive(100).unwrap(),
+                        currency,
+                        idempotency_key: None,
+                        description: None,
+                    },
+                )
+                .await
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let wallets = app
+        .service
+        .my_wallets(&context(&recipient.id, &["user"]))
+        .await
+        .unwrap();
+    assert_eq!(wallets.len(), 1);
+    assert_eq!(wallets[0].balance, 100 * senders as i64);
+    check(
+        &app,
+        &Expected {
+            total: 100 * senders as i64,
+            completed: senders,
+            other_entries: senders as u64,
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_receipts_create_one_wallet() {
+    first_receipts_race(spawn_app().await, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_receipts_create_one_wallet_on_the_mongodb_wire_server() {
+    first_receipts_race(spawn_app_on_mongo().await, 4).await;
+}
