@@ -1,7 +1,15 @@
-use notification_service::{schema, DEFAULT_ADDR, ENV_PREFIX, SERVICE};
+//! The notification subgraph binary: settings, logs, then the library's
+//! [`Application`].
+
+use notification_service::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_core::app::run_subgraph(SERVICE, ENV_PREFIX, DEFAULT_ADDR, schema).await?;
+    let settings = Settings::from_env()?;
+    service_core::telemetry::init_tracing(settings.common.log_format);
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await?;
     Ok(())
 }

@@ -1,0 +1,89 @@
+//! The notification subgraph's GraphQL schema: thin resolvers over
+//! [`NotificationService`].
+
+mod mutation;
+mod query;
+mod subscription;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextSubscribe};
+use async_graphql::{Context, MergedObject, Response, Schema};
+use futures::stream::{BoxStream, StreamExt};
+use service_core::app::ErrorCodesQuery;
+use service_core::{ApiError, ApiResult, RequestContext};
+
+use crate::domain::NotificationService;
+
+pub use mutation::NotificationMutation;
+pub use query::NotificationQuery;
+pub use subscription::NotificationSubscription;
+pub use types::{
+    ChannelPreference, DeliveryAttempt, KindPreference, NotificationConnection, NotificationEdge,
+    NotificationView, PageInfo, PreferencesView,
+};
+
+/// Every query field: the service's and `_errorCodes`.
+#[derive(MergedObject)]
+pub struct Query(NotificationQuery, ErrorCodesQuery);
+
+/// The notification subgraph schema.
+pub type NotificationSchema = Schema<Query, NotificationMutation, NotificationSubscription>;
+
+/// Builds the schema over `service`, with federation and the standard query
+/// limits as a second line of defence behind the gateway.
+pub fn build(service: NotificationService) -> NotificationSchema {
+    let limits = service_core::graphql::QueryLimits::standard();
+    Schema::build(
+        Query(NotificationQuery, ErrorCodesQuery::new(crate::registry())),
+        NotificationMutation,
+        NotificationSubscription,
+    )
+    .enable_federation()
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(CodedSubscriptionErrors)
+    .data(service)
+    .finish()
+}
+
+/// The service, put into the schema's data by [`build`].
+fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a NotificationService> {
+    ctx.data::<NotificationService>()
+        .map_err(|_| ApiError::internal("notification service missing from the schema data"))
+}
+
+/// The request context the server kit (or the WebSocket handshake) puts
+/// into every request.
+fn request<'a>(ctx: &Context<'a>) -> ApiResult<&'a RequestContext> {
+    ctx.data::<RequestContext>()
+        .map_err(|_| ApiError::internal("request context missing"))
+}
+
+/// Gives subscription results the same `extensions.code` on every error as
+/// the HTTP path does (the server kit finalises HTTP responses only; the
+/// WebSocket transport streams responses straight from the schema).
+struct CodedSubscriptionErrors;
+
+impl ExtensionFactory for CodedSubscriptionErrors {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(CodedSubscriptionErrors)
+    }
+}
+
+impl Extension for CodedSubscriptionErrors {
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                service_core::graphql::finalize_errors(&mut response);
+                response
+            })
+            .boxed()
+    }
+}
