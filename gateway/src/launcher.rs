@@ -1,14 +1,17 @@
-//! One process, every service: the development launcher.
+//! One process, every service: the development launcher (four subgraphs
+//! and the federated gateway, each a real HTTP server on loopback).
 
 use std::future::Future;
 use std::pin::Pin;
 
 use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
 use secrecy::SecretString;
-use service_core::app::{self, ListenConfig, ServiceRuntime, StartupError};
+use service_core::app::StartupError;
 use service_core::auth::SigningKey;
 use service_core::config::{CommonConfig, ConfigError};
-use service_core::server::{shutdown_signal, Server};
+use service_core::events::{BusConfig, EventBus};
+use service_core::redis::{RedisError, RedisUrls};
+use service_core::server::shutdown_signal;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,32 +28,68 @@ pub enum LaunchError {
     /// The auth service could not start.
     #[error("auth service: {0}")]
     Auth(#[from] auth_service::BuildError),
+    /// The payment service could not start.
+    #[error("payment service: {0}")]
+    Payment(#[from] payment_service::BuildError),
+    /// The bonus service could not start.
+    #[error("bonus service: {0}")]
+    Bonus(#[from] bonus_service::BuildError),
+    /// The notification service could not start.
+    #[error("notification service: {0}")]
+    Notification(#[from] notification_service::BuildError),
+    /// The shared event bus could not reach its Redis.
+    #[error("event bus: {0}")]
+    Redis(#[from] RedisError),
     /// The development signing key could not be made.
     #[error("development signing key: {0}")]
     Key(String),
-}
-
-/// A subgraph that still serves only its error codes: name, environment
-/// prefix, default address and router.
-struct Member {
-    service: &'static str,
-    prefix: &'static str,
-    default_addr: &'static str,
-    router: fn(&ServiceRuntime, &ListenConfig) -> axum::Router,
+    /// The gateway could not compose the subgraphs.
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::compose::ComposeError),
 }
 
 /// The kid of the key the launcher makes when none is configured.
 const DEV_KID: &str = "dev-launcher";
 
-/// Starts every subgraph on its configured loopback port, prints where they
-/// listen, and stops them all on Ctrl-C or SIGTERM.
+/// Starts every subgraph on its configured loopback port and the federated
+/// gateway in front of them on `GATEWAY_ADDR` (default `127.0.0.1:4000`),
+/// prints where they listen, and stops them all on Ctrl-C or SIGTERM.
 ///
 /// Without `AUTH_JWT_PRIVATE_KEY`, it makes one signing key for this run and
 /// gives its public half to every subgraph, so the tokens the auth service
 /// issues are accepted everywhere (and die with the process).
 pub async fn run_dev() -> Result<(), LaunchError> {
-    let mut common = CommonConfig::from_env()?;
+    let common = CommonConfig::from_env()?;
     service_core::telemetry::init_tracing(common.log_format);
+    let platform = start_dev(common).await?;
+    println!("Query the gateway above; Ctrl-C stops everything.");
+    shutdown_signal().await;
+    platform.stop().await;
+    Ok(())
+}
+
+/// Every server [`start_dev`] started.
+pub struct DevPlatform {
+    /// The gateway's `/graphql` URL.
+    pub gateway_url: String,
+    stop: CancellationToken,
+    bus: EventBus,
+    servers: JoinSet<()>,
+}
+
+impl DevPlatform {
+    /// Stops every server and waits for them to drain.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.servers.join_next().await.is_some() {}
+        self.bus.shutdown().await;
+    }
+}
+
+/// Starts the subgraphs and the gateway as [`run_dev`] does (reading the
+/// same variables, printing the same lines) and hands back their handle
+/// instead of waiting for a signal.
+pub async fn start_dev(mut common: CommonConfig) -> Result<DevPlatform, LaunchError> {
     let mut auth = auth_service::Settings::from_env()?;
     if auth.auth.jwt_private_key.is_none() {
         let (private_pem, public_pem) = development_key()?;
@@ -60,68 +99,93 @@ pub async fn run_dev() -> Result<(), LaunchError> {
             .jwt_public_keys
             .get_or_insert_with(Default::default)
             .insert(DEV_KID.to_owned(), public_pem.into());
-        auth.common.jwt_public_keys = common.jwt_public_keys.clone();
     }
+    auth.common.jwt_public_keys = common.jwt_public_keys.clone();
+    let mut payment = payment_service::Settings::from_env()?;
+    payment.common.jwt_public_keys = common.jwt_public_keys.clone();
+    let mut bonus = bonus_service::Settings::from_env()?;
+    bonus.common.jwt_public_keys = common.jwt_public_keys.clone();
+    let mut notification = notification_service::Settings::from_env()?;
+    notification.common.jwt_public_keys = common.jwt_public_keys.clone();
 
+    // One bus for the four services: what one emits, the others consume.
+    let redis = RedisUrls::from_env()?;
+    let bus = EventBus::connect(redis.state.as_ref(), &common.brand, BusConfig::default()).await?;
     let stop = CancellationToken::new();
     let mut servers: JoinSet<()> = JoinSet::new();
+    let mut endpoints = Vec::new();
 
-    let auth_app = auth_service::Application::build(auth).await?;
-    println!(
-        "{:<13} subgraph  http://127.0.0.1:{}/graphql",
-        auth_service::SERVICE,
-        auth_app.port()
+    let app = auth_service::Application::build_with_bus(auth, Some(bus.clone())).await?;
+    let port = app.port();
+    endpoints.push(announce(auth_service::SERVICE, port));
+    follow(
+        &mut servers,
+        &stop,
+        app.shutdown_token(),
+        app.run_until_stopped(),
     );
-    follow(&mut servers, &stop, auth_app.shutdown_token(), async move {
-        auth_app.run_until_stopped().await
-    });
 
-    let members = [
-        Member {
-            service: payment_service::SERVICE,
-            prefix: payment_service::ENV_PREFIX,
-            default_addr: payment_service::DEFAULT_ADDR,
-            router: |rt, listen| app::subgraph(rt, listen, payment_service::schema(rt)),
-        },
-        Member {
-            service: bonus_service::SERVICE,
-            prefix: bonus_service::ENV_PREFIX,
-            default_addr: bonus_service::DEFAULT_ADDR,
-            router: |rt, listen| app::subgraph(rt, listen, bonus_service::schema(rt)),
-        },
-        Member {
-            service: notification_service::SERVICE,
-            prefix: notification_service::ENV_PREFIX,
-            default_addr: notification_service::DEFAULT_ADDR,
-            router: |rt, listen| app::subgraph(rt, listen, notification_service::schema(rt)),
-        },
-    ];
-    for member in members {
-        let listen = ListenConfig::from_env(ListenConfig::spec(
-            member.service,
-            member.prefix,
-            member.default_addr,
-        ))?;
-        let runtime = ServiceRuntime::new(member.service, common.clone())?;
-        let server = Server::bind(&listen.addr, (member.router)(&runtime, &listen))
-            .await
-            .map_err(StartupError::from)?;
-        println!(
-            "{:<13} subgraph  http://{}/graphql",
-            member.service,
-            server.local_addr().map_err(StartupError::from)?
-        );
-        follow(&mut servers, &stop, server.shutdown_token(), async move {
-            server.run_until_stopped().await
-        });
+    let app = payment_service::Application::build_with_bus(payment, Some(bus.clone())).await?;
+    endpoints.push(announce(payment_service::SERVICE, app.port()));
+    follow(
+        &mut servers,
+        &stop,
+        app.shutdown_token(),
+        app.run_until_stopped(),
+    );
+
+    let app = bonus_service::Application::build_with_bus(bonus, Some(bus.clone())).await?;
+    endpoints.push(announce(bonus_service::SERVICE, app.port()));
+    follow(
+        &mut servers,
+        &stop,
+        app.shutdown_token(),
+        app.run_until_stopped(),
+    );
+
+    let app =
+        notification_service::Application::build_with_bus(notification, Some(bus.clone())).await?;
+    endpoints.push(announce(notification_service::SERVICE, app.port()));
+    follow(
+        &mut servers,
+        &stop,
+        app.shutdown_token(),
+        app.run_until_stopped(),
+    );
+
+    let mut settings = crate::GatewaySettings::from_env()?;
+    if settings.subgraphs.is_empty() {
+        settings.subgraphs = endpoints;
     }
-    println!(
-        "The federated gateway is not built yet: query the subgraphs above directly. Ctrl-C stops everything."
+    let deps = crate::GatewayDeps::from_common(&common).await?;
+    let gateway = crate::Gateway::build(settings, deps).await?;
+    let app = crate::Application::bind(gateway)
+        .await
+        .map_err(StartupError::from)?;
+    let gateway_url = format!(
+        "http://{}/graphql",
+        app.local_addr().map_err(StartupError::from)?
     );
-    shutdown_signal().await;
-    stop.cancel();
-    while servers.join_next().await.is_some() {}
-    Ok(())
+    println!("{:<13} gateway   {gateway_url}", "federated");
+    follow(
+        &mut servers,
+        &stop,
+        app.shutdown_token(),
+        app.run_until_stopped(),
+    );
+    Ok(DevPlatform {
+        gateway_url,
+        stop,
+        bus,
+        servers,
+    })
+}
+
+/// Prints where a subgraph listens and names it for the gateway.
+fn announce(service: &str, port: u16) -> crate::SubgraphEndpoint {
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    println!("{service:<13} subgraph  {url}");
+    crate::SubgraphEndpoint::new(service, url)
 }
 
 /// Runs one server until it stops, and stops it when the launcher stops.

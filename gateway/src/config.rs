@@ -1,0 +1,241 @@
+//! The gateway's settings, read from `GATEWAY_*` variables over defaults.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use service_core::config::{ConfigError, ConfigSpec, LayeredConfig};
+use service_core::graphql::QueryLimits;
+
+/// The service name of the gateway in `configs` and metrics.
+pub const SERVICE: &str = "gateway";
+
+/// The default listening address, as in the API contract.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:4000";
+
+/// One subgraph the gateway composes: its name and GraphQL endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubgraphEndpoint {
+    /// The subgraph's name (a `join__Graph` value after composition).
+    pub name: String,
+    /// Its `POST /graphql` URL.
+    pub url: String,
+}
+
+impl SubgraphEndpoint {
+    /// A subgraph called `name` served at `url`.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+        }
+    }
+
+    /// The URL of its readiness endpoint: `/health/ready` next to `/graphql`.
+    pub fn health_url(&self) -> String {
+        match self.url.strip_suffix("/graphql") {
+            Some(base) => format!("{base}/health/ready"),
+            None => format!("{}/health/ready", self.url.trim_end_matches('/')),
+        }
+    }
+}
+
+/// Parses `name=url,name=url`.
+pub fn parse_subgraph_list(raw: &str) -> Result<Vec<SubgraphEndpoint>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+                Ok(SubgraphEndpoint::new(name.trim(), url.trim()))
+            }
+            _ => Err(format!("`{item}` is not name=url")),
+        })
+        .collect()
+}
+
+/// The raw `GATEWAY_*` settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    addr: String,
+    subgraphs: String,
+    supergraph_path: String,
+    limits_preset: String,
+    max_complexity: usize,
+    max_depth: usize,
+    max_aliases: usize,
+    max_batch: usize,
+    list_multiplier: usize,
+    body_limit_bytes: usize,
+    subgraph_timeout_ms: u64,
+    startup_timeout_secs: u64,
+    plan_cache_size: usize,
+    rate_limit_burst: u32,
+    rate_limit_per_second: f64,
+    breaker_failures: u32,
+    breaker_reset_ms: u64,
+}
+
+/// Everything the gateway needs besides the shared settings.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Address to listen on.
+    pub addr: String,
+    /// The subgraphs to compose (empty: the caller supplies them).
+    pub subgraphs: Vec<SubgraphEndpoint>,
+    /// A pre-composed supergraph SDL file; when set, it is served instead
+    /// of composing `subgraphs`, which then come from its `join__graph`s.
+    pub supergraph_path: Option<std::path::PathBuf>,
+    /// Query limits applied before planning.
+    pub limits: QueryLimits,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long one subgraph call may take.
+    pub subgraph_timeout: Duration,
+    /// How long start-up waits for every subgraph's SDL.
+    pub startup_timeout: Duration,
+    /// Most plans kept in the plan cache.
+    pub plan_cache_size: usize,
+    /// Requests a client may make in a burst.
+    pub rate_limit_burst: u32,
+    /// Requests per second a client's budget refills by.
+    pub rate_limit_per_second: f64,
+    /// Consecutive failed calls that open a subgraph's breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before probing again.
+    pub breaker_reset: Duration,
+}
+
+impl GatewaySettings {
+    /// The keys, defaults and sensitivity of the gateway's settings.
+    pub fn spec() -> ConfigSpec {
+        let defaults = match json!({
+            "addr": DEFAULT_ADDR,
+            "subgraphs": "",
+            "supergraph_path": "",
+            "limits_preset": "standard",
+            "max_complexity": 0,
+            "max_depth": 0,
+            "max_aliases": 0,
+            "max_batch": 0,
+            "list_multiplier": 0,
+            "body_limit_bytes": service_core::server::DEFAULT_BODY_LIMIT,
+            "subgraph_timeout_ms": 10_000,
+            "startup_timeout_secs": 60,
+            "plan_cache_size": 1_000,
+            "rate_limit_burst": 200,
+            "rate_limit_per_second": 100.0,
+            "breaker_failures": 5,
+            "breaker_reset_ms": 5_000,
+        }) {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        ConfigSpec {
+            service: SERVICE,
+            env_prefix: Some("GATEWAY"),
+            defaults,
+            sensitive: &[],
+        }
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_layers(&LayeredConfig::new(Self::spec()).with_env(std::env::vars())?)
+    }
+
+    /// Builds the settings from resolved layers.
+    pub fn from_layers(layers: &LayeredConfig) -> Result<Self, ConfigError> {
+        let raw: RawSettings = layers.build()?;
+        let invalid = |message: String| ConfigError::Invalid {
+            service: SERVICE,
+            message,
+        };
+        let mut limits = QueryLimits::preset(&raw.limits_preset).ok_or_else(|| {
+            invalid(format!(
+                "limits_preset must be strict, standard or relaxed, not `{}`",
+                raw.limits_preset
+            ))
+        })?;
+        if raw.max_complexity > 0 {
+            limits.max_complexity = raw.max_complexity;
+        }
+        if raw.max_depth > 0 {
+            limits.max_depth = raw.max_depth;
+        }
+        if raw.max_aliases > 0 {
+            limits.max_aliases = raw.max_aliases;
+        }
+        if raw.max_batch > 0 {
+            limits.max_batch = raw.max_batch;
+        }
+        if raw.list_multiplier > 0 {
+            limits.list_multiplier = raw.list_multiplier;
+        }
+        let subgraphs = parse_subgraph_list(&raw.subgraphs).map_err(invalid)?;
+        if !(raw.rate_limit_per_second.is_finite() && raw.rate_limit_per_second > 0.0) {
+            return Err(invalid("rate_limit_per_second must be above 0".to_owned()));
+        }
+        Ok(Self {
+            addr: raw.addr,
+            subgraphs,
+            supergraph_path: (!raw.supergraph_path.trim().is_empty())
+                .then(|| std::path::PathBuf::from(raw.supergraph_path.trim())),
+            limits,
+            body_limit_bytes: raw.body_limit_bytes,
+            subgraph_timeout: Duration::from_millis(raw.subgraph_timeout_ms.max(1)),
+            startup_timeout: Duration::from_secs(raw.startup_timeout_secs),
+            plan_cache_size: raw.plan_cache_size.max(1),
+            rate_limit_burst: raw.rate_limit_burst.max(1),
+            rate_limit_per_second: raw.rate_limit_per_second,
+            breaker_failures: raw.breaker_failures.max(1),
+            breaker_reset: Duration::from_millis(raw.breaker_reset_ms.max(1)),
+        })
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR.to_owned(),
+            subgraphs: Vec::new(),
+            supergraph_path: None,
+            limits: QueryLimits::standard(),
+            body_limit_bytes: service_core::server::DEFAULT_BODY_LIMIT,
+            subgraph_timeout: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(60),
+            plan_cache_size: 1_000,
+            rate_limit_burst: 200,
+            rate_limit_per_second: 100.0,
+            breaker_failures: 5,
+            breaker_reset: Duration::from_secs(5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subgraph_lists_parse() {
+        let list = parse_subgraph_list("a=http://x/graphql, b=http://y/graphql").unwrap();
+        assert_eq!(list[1], SubgraphEndpoint::new("b", "http://y/graphql"));
+        assert_eq!(list[0].health_url(), "http://x/health/ready");
+        assert!(parse_subgraph_list("nonsense").is_err());
+    }
+
+    #[test]
+    fn presets_and_overrides() {
+        let layers = LayeredConfig::new(GatewaySettings::spec())
+            .with_env([
+                ("GATEWAY_LIMITS_PRESET".to_owned(), "strict".to_owned()),
+                ("GATEWAY_MAX_ALIASES".to_owned(), "3".to_owned()),
+            ])
+            .unwrap();
+        let settings = GatewaySettings::from_layers(&layers).unwrap();
+        assert_eq!(settings.limits.max_depth, 5);
+        assert_eq!(settings.limits.max_aliases, 3);
+    }
+}

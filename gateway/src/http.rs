@@ -1,0 +1,409 @@
+//! GraphQL over HTTP at the edge: `POST`/`GET /graphql`, JSON array
+//! batches, content negotiation and status codes, request ids, the body
+//! limit, `/health/live`, `/health/ready` and `/metrics`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::{json, Map, Value};
+use service_core::context::RequestId;
+use service_core::error::ApiError;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::auth;
+use crate::error::{codes, GraphqlError};
+use crate::gateway::{GraphqlRequest, Outcome};
+use crate::Gateway;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+/// The caller's address, when the server knows it.
+#[derive(Clone, Copy, Debug)]
+struct ClientIp(Option<IpAddr>);
+
+/// The gateway's router.
+pub fn router(gateway: Gateway) -> Router {
+    let body_limit = gateway.settings().body_limit_bytes;
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(gateway.clone(), observe))
+        .with_state(gateway)
+}
+
+/// Whether the client accepts `application/graphql-response+json`; the
+/// spec's status rules apply only then.
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| part.trim().starts_with(GRAPHQL_RESPONSE))
+}
+
+fn respond(status: StatusCode, body: &Value, graphql_response: bool) -> Response {
+    let content_type = if graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        JSON
+    };
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        bytes,
+    )
+        .into_response()
+}
+
+fn error_body(error: &GraphqlError) -> Value {
+    json!({ "errors": [error.to_json()] })
+}
+
+async fn graphql_post(
+    State(gateway): State<Gateway>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let graphql_response = wants_graphql_response(&headers);
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let ok = content_type
+            .to_str()
+            .map(|v| v.to_ascii_lowercase().contains("json"))
+            .unwrap_or(false);
+        if !ok {
+            let error = GraphqlError::new(codes::PARSE_FAILED, "The body must be application/json");
+            return respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &error_body(&error),
+                graphql_response,
+            );
+        }
+    }
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let requests = match parsed {
+        Ok(Value::Array(items)) => {
+            let max = gateway.settings().limits.max_batch;
+            if items.is_empty() || items.len() > max {
+                let error = GraphqlError::new(
+                    codes::BATCH_TOO_LARGE,
+                    format!(
+                        "A batch holds 1 to {max} operations; this one has {}",
+                        items.len()
+                    ),
+                )
+                .with("batchSize", items.len())
+                .with("maxBatch", max);
+                gateway
+                    .metrics()
+                    .rejections
+                    .with_label_values(&[error.code()])
+                    .inc();
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    &error_body(&error),
+                    graphql_response,
+                );
+            }
+            let parsed: Result<Vec<GraphqlRequest>, _> =
+                items.into_iter().map(serde_json::from_value).collect();
+            parsed.map(Batch::Many)
+        }
+        Ok(single @ Value::Object(_)) => serde_json::from_value(single).map(Batch::One),
+        Ok(_) => Err(serde::de::Error::custom("expected an object or an array")),
+        Err(err) => Err(err),
+    };
+    let requests = match requests {
+        Ok(requests) => requests,
+        Err(err) => {
+            let error = GraphqlError::new(
+                codes::PARSE_FAILED,
+                format!("The body is not a GraphQL request: {err}"),
+            );
+            return respond(
+                StatusCode::BAD_REQUEST,
+                &error_body(&error),
+                graphql_response,
+            );
+        }
+    };
+    let caller = match admit(&gateway, &headers, ip).await {
+        Ok(caller) => caller,
+        Err(response) => return with_type(response, graphql_response),
+    };
+    match requests {
+        Batch::One(request) => {
+            let (body, outcome) = gateway.execute(request, &caller, &request_id, false).await;
+            respond(
+                status_for(outcome, graphql_response),
+                &body,
+                graphql_response,
+            )
+        }
+        Batch::Many(requests) => {
+            let answers = futures::future::join_all(
+                requests
+                    .into_iter()
+                    .map(|r| gateway.execute(r, &caller, &request_id, false)),
+            )
+            .await;
+            let body = Value::Array(answers.into_iter().map(|(body, _)| body).collect());
+            respond(StatusCode::OK, &body, graphql_response)
+        }
+    }
+}
+
+enum Batch {
+    One(GraphqlRequest),
+    Many(Vec<GraphqlRequest>),
+}
+
+async fn graphql_get(
+    State(gateway): State<Gateway>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let graphql_response = wants_graphql_response(&headers);
+    let bad = |message: String| {
+        let error = GraphqlError::new(codes::PARSE_FAILED, message);
+        respond(
+            StatusCode::BAD_REQUEST,
+            &error_body(&error),
+            graphql_response,
+        )
+    };
+    let Ok(Query(params)) = params else {
+        return bad("The query string is malformed".to_owned());
+    };
+    let json_param = |name: &str| -> Result<Option<Value>, String> {
+        match params.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw)
+                .map(Some)
+                .map_err(|err| format!("`{name}` is not JSON: {err}")),
+        }
+    };
+    let variables = match json_param("variables") {
+        Ok(None | Some(Value::Null)) => None,
+        Ok(Some(Value::Object(map))) => Some(map),
+        Ok(Some(_)) => return bad("`variables` must be a JSON object".to_owned()),
+        Err(message) => return bad(message),
+    };
+    let extensions = match json_param("extensions") {
+        Ok(value) => value,
+        Err(message) => return bad(message),
+    };
+    let request = GraphqlRequest {
+        query: params.get("query").cloned(),
+        variables,
+        operation_name: params.get("operationName").cloned(),
+        extensions,
+    };
+    let caller = match admit(&gateway, &headers, ip).await {
+        Ok(caller) => caller,
+        Err(response) => return with_type(response, graphql_response),
+    };
+    let (body, outcome) = gateway.execute(request, &caller, &request_id, true).await;
+    let mut response = respond(
+        status_for(outcome, graphql_response),
+        &body,
+        graphql_response,
+    );
+    if outcome == Outcome::MutationOverGet {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+fn status_for(outcome: Outcome, graphql_response: bool) -> StatusCode {
+    match outcome {
+        Outcome::Executed => StatusCode::OK,
+        Outcome::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::RequestError if graphql_response => StatusCode::BAD_REQUEST,
+        Outcome::RequestError => StatusCode::OK,
+    }
+}
+
+/// Verifies the token and takes from the rate budget.
+async fn admit(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<auth::Caller, (StatusCode, Value, Option<(header::HeaderName, HeaderValue)>)> {
+    let caller = auth::authenticate(gateway.inner.verifier.as_deref(), headers).map_err(|err| {
+        (
+            StatusCode::UNAUTHORIZED,
+            error_body(&GraphqlError::from(*err)),
+            Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
+        )
+    })?;
+    if let Err(err) = auth::rate_limit(&gateway.inner.limiter, &caller, ip).await {
+        let retry = retry_after(&err);
+        gateway
+            .metrics()
+            .rejections
+            .with_label_values(&[err.code().as_str()])
+            .inc();
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            error_body(&GraphqlError::from(*err)),
+            HeaderValue::from_str(&retry.to_string())
+                .ok()
+                .map(|v| (header::RETRY_AFTER, v)),
+        ));
+    }
+    Ok(caller)
+}
+
+fn retry_after(err: &ApiError) -> u64 {
+    err.extensions()
+        .get("retryAfterSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+}
+
+fn with_type(
+    (status, body, extra): (StatusCode, Value, Option<(header::HeaderName, HeaderValue)>),
+    graphql_response: bool,
+) -> Response {
+    let mut response = respond(status, &body, graphql_response);
+    if let Some((name, value)) = extra {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(gateway): State<Gateway>) -> Response {
+    let mut report = Map::new();
+    let mut all = true;
+    for (name, healthy, latency, details) in gateway.subgraph_health().await {
+        all &= healthy;
+        report.insert(
+            name,
+            json!({
+                "healthy": healthy,
+                "latencyMs": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                "details": details,
+            }),
+        );
+    }
+    if let Some(outcome) = gateway.redis_health().await {
+        all &= outcome.is_ok();
+        report.insert(
+            "redis".to_owned(),
+            match outcome {
+                Ok(latency) => json!({
+                    "healthy": true,
+                    "latencyMs": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                }),
+                Err(error) => json!({ "healthy": false, "error": error }),
+            },
+        );
+    }
+    let down: Vec<&String> = report
+        .iter()
+        .filter(|(_, v)| v["healthy"] == Value::Bool(false))
+        .map(|(k, _)| k)
+        .collect();
+    let body = json!({
+        "status": if all { "ready" } else { "unavailable" },
+        "down": down,
+        "checks": report,
+    });
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    gateway.inner.client.report_breakers();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        gateway.metrics().core.render(),
+    )
+        .into_response()
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    tracing::error!(panic = %detail, "request handler panicked");
+    let error = GraphqlError::new(service_core::error::codes::INTERNAL, "Internal error");
+    respond(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &error_body(&error),
+        false,
+    )
+}
+
+/// Request id (the caller's when well-formed), client address, a span,
+/// HTTP metrics, and the id echoed on the response.
+async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(RequestId::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::parse)
+        .unwrap_or_else(RequestId::generate);
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    request.extensions_mut().insert(request_id.clone());
+    request.extensions_mut().insert(ClientIp(ip));
+    let route: &'static str = match request.uri().path() {
+        "/graphql" => "/graphql",
+        "/health/live" => "/health/live",
+        "/health/ready" => "/health/ready",
+        "/metrics" => "/metrics",
+        _ => "other",
+    };
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span).await;
+    gateway.metrics().core.observe_http(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(RequestId::HEADER, value);
+    }
+    response
+}

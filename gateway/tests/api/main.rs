@@ -1,0 +1,11 @@
+//! The gateway's integration tests: benchmark-shaped subgraphs on port 0,
+//! a gateway in front, exact JSON through HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod admin;
+mod auth;
+mod federation;
+mod helpers;
+mod launcher;
+mod limits;
+mod transport;
