@@ -205,14 +205,10 @@ pub type BaseSchema = Schema<ErrorCodesQuery, EmptyMutation, EmptySubscription>;
 /// Builds a [`BaseSchema`] serving the codes of `registry`, with the
 /// standard query limits as a second line of defence behind the gateway.
 pub fn base_schema(registry: ErrorRegistry) -> BaseSchema {
-    let limits = crate::graphql::QueryLimits::standard();
-    Schema::build(
+    crate::graphql::federated_schema(
         ErrorCodesQuery::new(registry),
         EmptyMutation,
         EmptySubscription,
     )
-    .enable_federation()
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
     .finish()
 }

@@ -7,15 +7,14 @@ mod types;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use service_core::app::ErrorCodesQuery;
-use service_core::{ApiError, ApiResult, RequestContext};
+use service_core::{ApiResult, RequestContext};
 
 use crate::domain::AuthService;
 
 pub use mutation::AuthMutation;
 pub use query::AuthQuery;
 pub use types::{
-    AuthPayload, LoginInput, PageInfo, RegisterInput, SessionView, UserConnection, UserEdge,
-    UserView,
+    AuthPayload, LoginInput, RegisterInput, SessionView, UserConnection, UserEdge, UserView,
 };
 
 /// Every query field: the service's and `_errorCodes`.
@@ -28,27 +27,21 @@ pub type AuthSchema = Schema<Query, AuthMutation, EmptySubscription>;
 /// Builds the schema over `service`, with federation and the standard query
 /// limits as a second line of defence behind the gateway.
 pub fn build(service: AuthService) -> AuthSchema {
-    let limits = service_core::graphql::QueryLimits::standard();
-    Schema::build(
+    service_core::graphql::federated_schema(
         Query(AuthQuery, ErrorCodesQuery::new(crate::registry())),
         AuthMutation,
         EmptySubscription,
     )
-    .enable_federation()
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
     .data(service)
     .finish()
 }
 
 /// The service, put into the schema's data by [`build`].
 fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a AuthService> {
-    ctx.data::<AuthService>()
-        .map_err(|_| ApiError::internal("auth service missing from the schema data"))
+    service_core::graphql::schema_data(ctx, "auth service")
 }
 
 /// The request context the server kit puts into every request.
 fn request<'a>(ctx: &Context<'a>) -> ApiResult<&'a RequestContext> {
-    ctx.data::<RequestContext>()
-        .map_err(|_| ApiError::internal("request context missing"))
+    service_core::graphql::request_context(ctx)
 }

@@ -4,6 +4,7 @@
 use async_graphql::{InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use service_core::graphql::PageInfo;
 
 use crate::domain::{Issued, UserPage};
 use crate::store::{Session, User, UserStatus};
@@ -139,19 +140,6 @@ pub struct UserEdge {
     pub node: UserView,
 }
 
-/// Where a page sits in the listing.
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    /// More users follow.
-    pub has_next_page: bool,
-    /// Users precede.
-    pub has_previous_page: bool,
-    /// Cursor of the first edge.
-    pub start_cursor: Option<String>,
-    /// Cursor of the last edge.
-    pub end_cursor: Option<String>,
-}
-
 /// A page of users.
 pub struct UserConnection(pub UserPage);
 
@@ -182,13 +170,7 @@ impl UserConnection {
 
     /// Position information.
     async fn page_info(&self) -> PageInfo {
-        let info = &self.0.connection.page_info;
-        PageInfo {
-            has_next_page: info.has_next_page,
-            has_previous_page: info.has_previous_page,
-            start_cursor: info.start_cursor.clone(),
-            end_cursor: info.end_cursor.clone(),
-        }
+        PageInfo::from(&self.0.connection.page_info)
     }
 
     /// How many users the whole listing holds.

@@ -7,15 +7,15 @@ mod types;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use service_core::app::ErrorCodesQuery;
-use service_core::{ApiError, ApiResult, RequestContext};
+use service_core::{ApiResult, RequestContext};
 
 use crate::domain::BonusService;
 
 pub use mutation::BonusMutation;
 pub use query::BonusQuery;
 pub use types::{
-    Amount, BonusTemplateInput, BonusView, PageInfo, TemplateView, UserBonusConnection,
-    UserBonusEdge, UserRef,
+    Amount, BonusTemplateInput, BonusView, TemplateView, UserBonusConnection, UserBonusEdge,
+    UserRef,
 };
 
 /// Every query field: the service's and `_errorCodes`.
@@ -28,27 +28,21 @@ pub type BonusSchema = Schema<Query, BonusMutation, EmptySubscription>;
 /// Builds the schema over `service`, with federation and the standard query
 /// limits as a second line of defence behind the gateway.
 pub fn build(service: BonusService) -> BonusSchema {
-    let limits = service_core::graphql::QueryLimits::standard();
-    Schema::build(
+    service_core::graphql::federated_schema(
         Query(BonusQuery, ErrorCodesQuery::new(crate::registry())),
         BonusMutation,
         EmptySubscription,
     )
-    .enable_federation()
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
     .data(service)
     .finish()
 }
 
 /// The service, put into the schema's data by [`build`].
 fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a BonusService> {
-    ctx.data::<BonusService>()
-        .map_err(|_| ApiError::internal("bonus service missing from the schema data"))
+    service_core::graphql::schema_data(ctx, "bonus service")
 }
 
 /// The request context the server kit puts into every request.
 fn request<'a>(ctx: &Context<'a>) -> ApiResult<&'a RequestContext> {
-    ctx.data::<RequestContext>()
-        .map_err(|_| ApiError::internal("request context missing"))
+    service_core::graphql::request_context(ctx)
 }

@@ -5,10 +5,12 @@ use async_graphql::{Context, Object, ID};
 use super::types::{BonusTemplateInput, BonusView, TemplateView};
 use super::{request, service};
 
-/// The bonus subgraph's mutations.
+/// The bonus subgraph's mutations. Named `Mutation` in the SDL: the
+/// federation SDL carries no `schema { mutation: ... }` block, so the
+/// gateway finds the root by that name.
 pub struct BonusMutation;
 
-#[Object]
+#[Object(name = "Mutation")]
 impl BonusMutation {
     /// Creates a template (permission `bonus:create:*`).
     async fn create_bonus_template(

@@ -6,6 +6,7 @@ use async_graphql::{
     SimpleObject, Value, ID,
 };
 use chrono::{DateTime, Utc};
+use service_core::graphql::PageInfo;
 
 use crate::domain::money::MAX_AMOUNT;
 use crate::domain::{BonusPage, NewTemplate};
@@ -193,15 +194,6 @@ impl BonusView {
     }
 }
 
-/// Position information of a page.
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    has_next_page: bool,
-    has_previous_page: bool,
-    start_cursor: Option<String>,
-    end_cursor: Option<String>,
-}
-
 /// A bonus and its cursor.
 #[derive(SimpleObject)]
 #[graphql(complex)]
@@ -243,13 +235,7 @@ impl UserBonusConnection {
             .collect()
     }
     async fn page_info(&self) -> PageInfo {
-        let info = &self.0.connection.page_info;
-        PageInfo {
-            has_next_page: info.has_next_page,
-            has_previous_page: info.has_previous_page,
-            start_cursor: info.start_cursor.clone(),
-            end_cursor: info.end_cursor.clone(),
-        }
+        PageInfo::from(&self.0.connection.page_info)
     }
     async fn total_count(&self) -> u64 {
         self.0.total_count

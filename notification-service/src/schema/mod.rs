@@ -12,7 +12,7 @@ use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, N
 use async_graphql::{Context, MergedObject, Response, Schema};
 use futures::stream::{BoxStream, StreamExt};
 use service_core::app::ErrorCodesQuery;
-use service_core::{ApiError, ApiResult, RequestContext};
+use service_core::{ApiResult, RequestContext};
 
 use crate::domain::NotificationService;
 
@@ -21,7 +21,7 @@ pub use query::NotificationQuery;
 pub use subscription::NotificationSubscription;
 pub use types::{
     ChannelPreference, DeliveryAttempt, KindPreference, NotificationConnection, NotificationEdge,
-    NotificationView, PageInfo, PreferencesView,
+    NotificationView, PreferencesView,
 };
 
 /// Every query field: the service's and `_errorCodes`.
@@ -34,15 +34,11 @@ pub type NotificationSchema = Schema<Query, NotificationMutation, NotificationSu
 /// Builds the schema over `service`, with federation and the standard query
 /// limits as a second line of defence behind the gateway.
 pub fn build(service: NotificationService) -> NotificationSchema {
-    let limits = service_core::graphql::QueryLimits::standard();
-    Schema::build(
+    service_core::graphql::federated_schema(
         Query(NotificationQuery, ErrorCodesQuery::new(crate::registry())),
         NotificationMutation,
         NotificationSubscription,
     )
-    .enable_federation()
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
     .extension(CodedSubscriptionErrors)
     .data(service)
     .finish()
@@ -50,15 +46,13 @@ pub fn build(service: NotificationService) -> NotificationSchema {
 
 /// The service, put into the schema's data by [`build`].
 fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a NotificationService> {
-    ctx.data::<NotificationService>()
-        .map_err(|_| ApiError::internal("notification service missing from the schema data"))
+    service_core::graphql::schema_data(ctx, "notification service")
 }
 
 /// The request context the server kit (or the WebSocket handshake) puts
 /// into every request.
 fn request<'a>(ctx: &Context<'a>) -> ApiResult<&'a RequestContext> {
-    ctx.data::<RequestContext>()
-        .map_err(|_| ApiError::internal("request context missing"))
+    service_core::graphql::request_context(ctx)
 }
 
 /// Gives subscription results the same `extensions.code` on every error as

@@ -7,10 +7,12 @@ use super::types::{
 };
 use super::{request, service};
 
-/// The notification subgraph's mutations.
+/// The notification subgraph's mutations. Named `Mutation` in the SDL: the
+/// federation SDL carries no `schema { mutation: ... }` block, so the
+/// gateway finds the root by that name.
 pub struct NotificationMutation;
 
-#[Object]
+#[Object(name = "Mutation")]
 impl NotificationMutation {
     /// Marks one of the caller's notifications read; `MSNotificationNotFound`
     /// for an unknown id or someone else's.

@@ -2,6 +2,7 @@
 
 use async_graphql::{InputObject, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use service_core::graphql::PageInfo;
 
 use crate::domain::{NotificationPage, PreferencesChange, SendRequest};
 use crate::store::{
@@ -112,19 +113,6 @@ pub struct NotificationEdge {
     pub node: NotificationView,
 }
 
-/// Where a page sits in the listing.
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    /// More notifications follow.
-    pub has_next_page: bool,
-    /// Notifications precede.
-    pub has_previous_page: bool,
-    /// Cursor of the first edge.
-    pub start_cursor: Option<String>,
-    /// Cursor of the last edge.
-    pub end_cursor: Option<String>,
-}
-
 /// A page of notifications, newest first.
 pub struct NotificationConnection(pub NotificationPage);
 
@@ -155,13 +143,7 @@ impl NotificationConnection {
 
     /// Position information.
     async fn page_info(&self) -> PageInfo {
-        let info = &self.0.connection.page_info;
-        PageInfo {
-            has_next_page: info.has_next_page,
-            has_previous_page: info.has_previous_page,
-            start_cursor: info.start_cursor.clone(),
-            end_cursor: info.end_cursor.clone(),
-        }
+        PageInfo::from(&self.0.connection.page_info)
     }
 
     /// How many notifications the whole listing holds.

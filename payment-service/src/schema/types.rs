@@ -7,6 +7,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use service_core::db::PageArgs;
+use service_core::graphql::PageInfo;
 
 use super::{request, service};
 use crate::domain::{reconcile, Page};
@@ -245,31 +246,6 @@ impl UserRef {
     }
 }
 
-/// Where a page sits in the listing. Shareable: every subgraph with a
-/// connection defines the same type.
-#[derive(SimpleObject)]
-#[graphql(shareable)]
-pub struct PageInfo {
-    /// More items follow.
-    pub has_next_page: bool,
-    /// Items precede.
-    pub has_previous_page: bool,
-    /// Cursor of the first edge.
-    pub start_cursor: Option<String>,
-    /// Cursor of the last edge.
-    pub end_cursor: Option<String>,
-}
-
-fn page_info<T>(page: &Page<T>) -> PageInfo {
-    let info = &page.connection.page_info;
-    PageInfo {
-        has_next_page: info.has_next_page,
-        has_previous_page: info.has_previous_page,
-        start_cursor: info.start_cursor.clone(),
-        end_cursor: info.end_cursor.clone(),
-    }
-}
-
 /// A ledger entry and its cursor.
 #[derive(SimpleObject)]
 pub struct TransactionEdge {
@@ -307,7 +283,7 @@ impl TransactionConnection {
     }
     /// Position information.
     async fn page_info(&self) -> PageInfo {
-        page_info(&self.0)
+        PageInfo::from(&self.0.connection.page_info)
     }
     /// How many entries the whole listing holds.
     async fn total_count(&self) -> i64 {
@@ -352,7 +328,7 @@ impl TransferConnection {
     }
     /// Position information.
     async fn page_info(&self) -> PageInfo {
-        page_info(&self.0)
+        PageInfo::from(&self.0.connection.page_info)
     }
     /// How many transfers the whole listing holds.
     async fn total_count(&self) -> i64 {
