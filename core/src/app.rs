@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use access_engine::AccessEngine;
-use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use async_graphql::Object;
+use serde::de::DeserializeOwned;
 
 use crate::auth::{JwtSettings, KeySet, TokenVerifier, VerifyingKey};
 use crate::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
+use crate::db::DbConfig;
 use crate::error::ErrorRegistry;
-use crate::server::{Server, Subgraph};
+use crate::redis::RedisUrls;
 use crate::telemetry::Metrics;
 
 /// A failure while a service starts; it stops the process with a message.
@@ -38,38 +38,40 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-/// The listening settings every subgraph has, read from `<PREFIX>_ADDR` and
-/// `<PREFIX>_BODY_LIMIT_BYTES`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenConfig {
-    /// Address to listen on.
-    pub addr: String,
-    /// Largest accepted request body in bytes.
-    pub body_limit_bytes: usize,
+/// What every service reads at start-up besides its own section: the shared
+/// settings, where its data lives and its Redis endpoints.
+#[derive(Clone, Debug)]
+pub struct StartupSettings<C> {
+    /// Settings shared by every service (`APP_ENV`, `JWT_PUBLIC_KEYS`, ...).
+    pub common: CommonConfig,
+    /// Where the service's data lives.
+    pub db: DbConfig,
+    /// Redis per purpose (`REDIS_URL`, `REDIS_CACHE_URL`, ...).
+    pub redis: RedisUrls,
+    /// The service's own section (`<PREFIX>_*` variables, read with `spec`).
+    pub service: C,
 }
 
-impl ListenConfig {
-    /// The spec of a service whose variables start with `prefix`.
-    pub fn spec(service: &'static str, prefix: &'static str, default_addr: &str) -> ConfigSpec {
-        let defaults = match json!({
-            "addr": default_addr,
-            "body_limit_bytes": crate::server::DEFAULT_BODY_LIMIT,
-        }) {
-            Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        };
-        ConfigSpec {
+impl<C: DeserializeOwned> StartupSettings<C> {
+    /// Reads `vars` (pass `std::env::vars()`; tests pass their own list so
+    /// they never depend on the machine's environment).
+    pub fn from_vars(
+        spec: ConfigSpec,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
+            .with_env(vars.iter().cloned())?
+            .build()?;
+        let db = DbConfig::from_vars(spec.service, &common, vars.iter().cloned())?;
+        let redis = RedisUrls::from_vars(&vars)?;
+        let service = LayeredConfig::new(spec).with_env(vars)?.build()?;
+        Ok(Self {
+            common,
+            db,
+            redis,
             service,
-            env_prefix: Some(prefix),
-            defaults,
-            sensitive: &[],
-        }
-    }
-
-    /// Reads the settings of `spec` from the process environment.
-    pub fn from_env(spec: ConfigSpec) -> Result<Self, ConfigError> {
-        LayeredConfig::new(spec).with_env(std::env::vars())?.build()
+        })
     }
 }
 
@@ -131,49 +133,6 @@ pub fn public_keys(common: &CommonConfig) -> Result<KeySet, StartupError> {
     Ok(set)
 }
 
-/// Runs a subgraph binary: reads the shared and listening settings from the
-/// environment, sets up logs, builds the schema with `schema`, serves it, and
-/// returns when a shutdown signal has drained the server.
-pub async fn run_subgraph<E, F>(
-    service: &'static str,
-    env_prefix: &'static str,
-    default_addr: &str,
-    schema: F,
-) -> Result<(), StartupError>
-where
-    E: async_graphql::Executor,
-    F: FnOnce(&ServiceRuntime) -> E,
-{
-    let common = CommonConfig::from_env()?;
-    crate::telemetry::init_tracing(common.log_format);
-    let listen = ListenConfig::from_env(ListenConfig::spec(service, env_prefix, default_addr))?;
-    let runtime = ServiceRuntime::new(service, common)?;
-    let server = Server::bind(&listen.addr, subgraph(&runtime, &listen, schema(&runtime))).await?;
-    tracing::info!(service, addr = %server.local_addr()?, "subgraph ready");
-    server.run_until_stopped().await?;
-    Ok(())
-}
-
-/// The router of a subgraph serving `executor` with the runtime's verifier,
-/// access rules and metrics.
-pub fn subgraph<E: async_graphql::Executor>(
-    runtime: &ServiceRuntime,
-    listen: &ListenConfig,
-    executor: E,
-) -> axum::Router {
-    let mut subgraph = Subgraph::new(
-        runtime.service,
-        executor,
-        runtime.access.clone(),
-        runtime.metrics.clone(),
-    )
-    .body_limit(listen.body_limit_bytes);
-    if let Some(verifier) = &runtime.verifier {
-        subgraph = subgraph.verifier(verifier.clone());
-    }
-    subgraph.router()
-}
-
 /// The `_errorCodes` query field: every code this subgraph can return. The
 /// gateway reads it from each subgraph to answer `errorCodes`.
 pub struct ErrorCodesQuery {
@@ -196,19 +155,4 @@ impl ErrorCodesQuery {
     async fn error_codes(&self) -> Vec<&'static str> {
         self.registry.codes()
     }
-}
-
-/// The schema of a subgraph that serves only `_errorCodes` and the
-/// federation fields.
-pub type BaseSchema = Schema<ErrorCodesQuery, EmptyMutation, EmptySubscription>;
-
-/// Builds a [`BaseSchema`] serving the codes of `registry`, with the
-/// standard query limits as a second line of defence behind the gateway.
-pub fn base_schema(registry: ErrorRegistry) -> BaseSchema {
-    crate::graphql::federated_schema(
-        ErrorCodesQuery::new(registry),
-        EmptyMutation,
-        EmptySubscription,
-    )
-    .finish()
 }

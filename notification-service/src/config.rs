@@ -9,7 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use service_core::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
+use service_core::app::StartupSettings;
+use service_core::config::{CommonConfig, ConfigError, ConfigSpec};
 use service_core::db::DbConfig;
 use service_core::redis::RedisUrls;
 
@@ -216,20 +217,17 @@ impl Settings {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
-            .with_env(vars.iter().cloned())?
-            .build()?;
-        let db = DbConfig::from_vars(SERVICE, &common, vars.iter().cloned())?;
-        let notification: NotificationConfig = LayeredConfig::new(NotificationConfig::spec())
-            .with_env(vars.iter().cloned())?
-            .build()?;
-        let redis = RedisUrls::from_vars(&vars)?;
+        let StartupSettings {
+            common,
+            db,
+            redis,
+            service: notification,
+        } = StartupSettings::from_vars(NotificationConfig::spec(), vars)?;
         Ok(Self {
             common,
             db,
-            notification,
             redis,
+            notification,
         })
     }
 

@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use service_core::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
+use service_core::app::StartupSettings;
+use service_core::config::{CommonConfig, ConfigError, ConfigSpec};
 use service_core::db::DbConfig;
 use service_core::redis::RedisUrls;
 
@@ -86,15 +87,12 @@ impl Settings {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
-            .with_env(vars.iter().cloned())?
-            .build()?;
-        let db = DbConfig::from_vars(SERVICE, &common, vars.iter().cloned())?;
-        let redis = RedisUrls::from_vars(&vars)?;
-        let payment = LayeredConfig::new(PaymentConfig::spec())
-            .with_env(vars)?
-            .build()?;
+        let StartupSettings {
+            common,
+            db,
+            redis,
+            service: payment,
+        } = StartupSettings::from_vars(PaymentConfig::spec(), vars)?;
         Ok(Self {
             common,
             db,
