@@ -20,7 +20,6 @@ mod errors;
 pub mod schema;
 mod startup;
 pub mod store;
-mod ws;
 
 pub use config::{NotificationConfig, Settings};
 pub use errors::{codes, registry};

@@ -19,7 +19,6 @@ use crate::delivery::{
 };
 use crate::domain::{LiveFeed, NotificationService};
 use crate::store::Store;
-use crate::ws::WsState;
 use crate::SERVICE;
 
 /// Why the service could not start. Messages never contain credentials.
@@ -157,14 +156,12 @@ impl Application {
         if let Some(verifier) = &runtime.verifier {
             subgraph = subgraph.verifier(verifier.clone());
         }
-        let ws = WsState {
+        let router = service_core::server::ws::with_subscriptions(
+            subgraph.router(),
             schema,
-            verifier: runtime.verifier.clone(),
-            access: runtime.access.clone(),
-        };
-        let router = subgraph
-            .router()
-            .layer(axum::middleware::from_fn_with_state(ws, crate::ws::upgrade));
+            runtime.verifier.clone(),
+            runtime.access.clone(),
+        );
         let server = Server::bind(&config.addr, router).await?;
         let port = server.local_addr()?.port();
         tracing::info!(

@@ -16,7 +16,6 @@ mod errors;
 pub mod schema;
 mod startup;
 pub mod store;
-mod ws;
 
 pub use config::{PaymentConfig, Settings};
 pub use domain::PaymentService;

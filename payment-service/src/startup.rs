@@ -158,14 +158,12 @@ impl Application {
         if let Some(verifier) = &runtime.verifier {
             subgraph = subgraph.verifier(verifier.clone());
         }
-        let ws = crate::ws::WsState {
+        let router = service_core::server::ws::with_subscriptions(
+            subgraph.router(),
             schema,
-            verifier: runtime.verifier.clone(),
-            access: runtime.access.clone(),
-        };
-        let router = subgraph
-            .router()
-            .layer(axum::middleware::from_fn_with_state(ws, crate::ws::upgrade));
+            runtime.verifier.clone(),
+            runtime.access.clone(),
+        );
         let server = Server::bind(&settings.payment.addr, router).await?;
         let port = server.local_addr()?.port();
         tracing::info!(service = SERVICE, port, "payment subgraph ready");

@@ -1,6 +1,10 @@
 //! Every error in a response leaves with a registered `extensions.code`.
 
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextSubscribe};
 use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::error::{codes, ApiError};
 
@@ -63,6 +67,33 @@ fn has_code(error: &ServerError) -> bool {
         .extensions
         .as_ref()
         .is_some_and(|ext| ext.get("code").is_some())
+}
+
+/// Gives subscription results the same `extensions.code` on every error as
+/// the HTTP path does (the server kit finalises HTTP responses only; the
+/// WebSocket transport streams responses straight from the schema).
+pub struct CodedSubscriptionErrors;
+
+impl ExtensionFactory for CodedSubscriptionErrors {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(CodedSubscriptionErrors)
+    }
+}
+
+impl Extension for CodedSubscriptionErrors {
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                finalize_errors(&mut response);
+                response
+            })
+            .boxed()
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod limits;
 mod subgraph;
 mod validate;
 
-pub use errors::finalize_errors;
+pub use errors::{finalize_errors, CodedSubscriptionErrors};
 pub use limits::QueryLimits;
 pub use subgraph::{federated_schema, request_context, schema_data, PageInfo};
 pub use validate::Check;

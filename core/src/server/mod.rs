@@ -4,10 +4,11 @@
 //! `POST`/`GET /graphql`, `/health/live`, `/health/ready`, `/metrics`, request
 //! ids, a body limit, panic containment and per-request logs and metrics.
 //! [`Server`] binds it and runs it until a shutdown signal, letting in-flight
-//! requests finish.
+//! requests finish. [`ws`] adds subscriptions over WebSocket in front of it.
 
 mod graphql;
 mod health;
+pub mod ws;
 
 use std::io;
 use std::net::SocketAddr;

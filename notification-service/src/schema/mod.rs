@@ -6,11 +6,7 @@ mod query;
 mod subscription;
 mod types;
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextSubscribe};
-use async_graphql::{Context, MergedObject, Response, Schema};
-use futures::stream::{BoxStream, StreamExt};
+use async_graphql::{Context, MergedObject, Schema};
 use service_core::app::ErrorCodesQuery;
 use service_core::{ApiResult, RequestContext};
 
@@ -39,7 +35,9 @@ pub fn build(service: NotificationService) -> NotificationSchema {
         NotificationMutation,
         NotificationSubscription,
     )
-    .extension(CodedSubscriptionErrors)
+    // The gateway composes and serves `notificationReceived`: keep it in the SDL.
+    .enable_subscription_in_federation()
+    .extension(service_core::graphql::CodedSubscriptionErrors)
     .data(service)
     .finish()
 }
@@ -53,31 +51,4 @@ fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a NotificationService> {
 /// into every request.
 fn request<'a>(ctx: &Context<'a>) -> ApiResult<&'a RequestContext> {
     service_core::graphql::request_context(ctx)
-}
-
-/// Gives subscription results the same `extensions.code` on every error as
-/// the HTTP path does (the server kit finalises HTTP responses only; the
-/// WebSocket transport streams responses straight from the schema).
-struct CodedSubscriptionErrors;
-
-impl ExtensionFactory for CodedSubscriptionErrors {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(CodedSubscriptionErrors)
-    }
-}
-
-impl Extension for CodedSubscriptionErrors {
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream)
-            .map(|mut response| {
-                service_core::graphql::finalize_errors(&mut response);
-                response
-            })
-            .boxed()
-    }
 }

@@ -9,7 +9,7 @@ use super::{request, service};
 /// The notification subgraph's subscriptions.
 pub struct NotificationSubscription;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl NotificationSubscription {
     /// Every new notification of the signed-in caller, and no one else's.
     async fn notification_received(

@@ -413,7 +413,10 @@ async fn ten_thousand_notifications_on_a_slow_provider_stay_under_the_bound_and_
         .collect();
     assert!(accepted.len() as u64 >= sent, "every SENT one was accepted");
     let known: std::collections::BTreeSet<String> = ids.into_iter().collect();
-    assert!(accepted.is_subset(&known), "only real notifications were sent");
+    assert!(
+        accepted.is_subset(&known),
+        "only real notifications were sent"
+    );
 }
 
 #[tokio::test]

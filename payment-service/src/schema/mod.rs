@@ -38,6 +38,7 @@ pub fn build(service: PaymentService) -> PaymentSchema {
     )
     // The gateway composes and serves `walletUpdated`: keep it in the SDL.
     .enable_subscription_in_federation()
+    .extension(service_core::graphql::CodedSubscriptionErrors)
     .data(service)
     .finish()
 }

@@ -1,38 +1,63 @@
-//! Subscriptions over WebSocket on the subgraph: `GET /graphql` upgraded
-//! with the `graphql-transport-ws` (or legacy `graphql-ws`) sub-protocol,
-//! the access token in the `connection_init` payload as
+//! Subscriptions over WebSocket on a subgraph: `GET /graphql` upgraded with
+//! the `graphql-transport-ws` (or legacy `graphql-ws`) sub-protocol, the
+//! access token in the `connection_init` payload as
 //! `{"Authorization": "Bearer <token>"}`, as at the gateway.
 //!
-//! The core server kit serves `GET /graphql` as plain HTTP, so this is a
-//! layer in front of it that takes only upgrade requests.
+//! [`Subgraph`](super::Subgraph) serves `GET /graphql` as plain HTTP, so
+//! this is a layer in front of its router that takes only upgrade requests:
+//!
+//! ```ignore
+//! let router = ws::with_subscriptions(subgraph.router(), schema, verifier, access);
+//! ```
 
 use std::sync::Arc;
 
-use async_graphql::Data;
+use access_engine::AccessEngine;
+use async_graphql::{Data, Executor};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use service_core::access_engine::AccessEngine;
-use service_core::auth::TokenVerifier;
-use service_core::{ApiError, Principal, RequestContext, RequestId};
 
-use crate::schema::NotificationSchema;
+use crate::auth::TokenVerifier;
+use crate::context::{Principal, RequestContext, RequestId};
+use crate::error::{codes, ApiError};
 
-/// What the upgrade layer needs.
-#[derive(Clone)]
-pub(crate) struct WsState {
-    /// The schema subscriptions run on.
-    pub(crate) schema: NotificationSchema,
-    /// Verifies the token of `connection_init`; without one, any token is refused.
-    pub(crate) verifier: Option<Arc<TokenVerifier>>,
-    /// The permission rules.
-    pub(crate) access: Arc<AccessEngine>,
+/// What the upgrade layer needs: the schema subscriptions run on, the token
+/// verifier and the permission rules.
+pub struct WsState<E> {
+    executor: E,
+    verifier: Option<Arc<TokenVerifier>>,
+    access: Arc<AccessEngine>,
 }
 
-impl WsState {
+impl<E: Clone> Clone for WsState<E> {
+    fn clone(&self) -> Self {
+        Self {
+            executor: self.executor.clone(),
+            verifier: self.verifier.clone(),
+            access: self.access.clone(),
+        }
+    }
+}
+
+impl<E> WsState<E> {
+    /// Serves `executor` (an async-graphql `Schema`); without a `verifier`,
+    /// any token in `connection_init` is refused.
+    pub fn new(
+        executor: E,
+        verifier: Option<Arc<TokenVerifier>>,
+        access: Arc<AccessEngine>,
+    ) -> Self {
+        Self {
+            executor,
+            verifier,
+            access,
+        }
+    }
+
     /// The caller of a connection: anonymous without a token, an error
     /// (closing the connection) with a bad one.
     fn authenticate(&self, payload: &Value, request_id: RequestId) -> async_graphql::Result<Data> {
@@ -43,12 +68,7 @@ impl WsState {
         let principal = match raw {
             None => None,
             Some(raw) => {
-                let invalid = || {
-                    ApiError::new(
-                        service_core::codes::AUTH_INVALID_TOKEN,
-                        "Invalid access token",
-                    )
-                };
+                let invalid = || ApiError::new(codes::AUTH_INVALID_TOKEN, "Invalid access token");
                 let token = raw
                     .strip_prefix("Bearer ")
                     .map(str::trim)
@@ -78,13 +98,29 @@ fn is_upgrade(request: &Request) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// `router` with WebSocket upgrades of `/graphql` served as subscription
+/// connections on `executor` (a subgraph's schema).
+pub fn with_subscriptions<E>(
+    router: axum::Router,
+    executor: E,
+    verifier: Option<Arc<TokenVerifier>>,
+    access: Arc<AccessEngine>,
+) -> axum::Router
+where
+    E: Executor + Clone + Send + Sync + 'static,
+{
+    router.layer(axum::middleware::from_fn_with_state(
+        WsState::new(executor, verifier, access),
+        upgrade::<E>,
+    ))
+}
+
 /// Middleware: WebSocket upgrades of `/graphql` become subscription
-/// connections; everything else goes on to the server kit.
-pub(crate) async fn upgrade(
-    State(state): State<WsState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// connections; everything else goes on to the router it wraps.
+pub async fn upgrade<E>(State(state): State<WsState<E>>, request: Request, next: Next) -> Response
+where
+    E: Executor + Clone,
+{
     if !is_upgrade(&request) {
         return next.run(request).await;
     }
@@ -106,8 +142,8 @@ pub(crate) async fn upgrade(
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
-            let schema = state.schema.clone();
-            GraphQLWebSocket::new(stream, schema, protocol)
+            let executor = state.executor.clone();
+            GraphQLWebSocket::new(stream, executor, protocol)
                 .on_connection_init(move |payload| async move {
                     state.authenticate(&payload, request_id)
                 })
