@@ -1,7 +1,10 @@
 //! The gateway's own fields, served by an in-process async-graphql
 //! subgraph called `gateway`: it is composed into the supergraph like any
-//! other subgraph, so the planner routes `errorCodes`, `serviceHealth` and
-//! `reloadSupergraph` to it, and the executor calls it without HTTP.
+//! other subgraph, so the planner routes `errorCodes`, `configs`,
+//! `serviceHealth`, `setConfig` and `reloadSupergraph` to it, and the
+//! executor calls it without HTTP.
+
+mod configs;
 
 use std::time::Instant;
 
@@ -10,6 +13,9 @@ use async_graphql::{Context, EmptySubscription, Json, Object, Schema, SimpleObje
 use serde_json::{Map, Value};
 use service_core::context::RequestContext;
 use service_core::error::ApiError;
+
+pub(crate) use configs::ConfigAdmin;
+use configs::ConfigEntry;
 
 use crate::execute::SubgraphResponse;
 use crate::Gateway;
@@ -41,8 +47,24 @@ struct AdminQuery;
 impl AdminQuery {
     /// Every error code of every service, sorted and unique.
     async fn error_codes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
+        let request = ctx.data::<RequestContext>()?;
         let gateway = ctx.data::<Gateway>()?;
-        Ok(gateway.error_codes().await)
+        Ok(gateway.error_codes_for(Some(request.request_id())).await)
+    }
+
+    /// Every setting of `service` (of every service when omitted) as
+    /// defaults ← config store ← environment resolve it; sensitive values
+    /// come back as `"***"` (permission `config:read:*`).
+    async fn configs(
+        &self,
+        ctx: &Context<'_>,
+        service: Option<String>,
+    ) -> async_graphql::Result<Vec<ConfigEntry>> {
+        let request = ctx.data::<RequestContext>()?;
+        request.require("config", "read", ANY)?;
+        let gateway = ctx.data::<Gateway>()?;
+        let admin = gateway.config_admin().await?;
+        Ok(admin.entries(service.as_deref()).await?)
     }
 
     /// Readiness of every subgraph (permission `health:read:*`).
@@ -51,7 +73,10 @@ impl AdminQuery {
         request.require("health", "read", ANY)?;
         let gateway = ctx.data::<Gateway>()?;
         let mut out = Vec::new();
-        for (name, healthy, latency, details) in gateway.subgraph_health().await {
+        for (name, healthy, latency, details) in gateway
+            .subgraph_health_for(Some(request.request_id()))
+            .await
+        {
             out.push(ServiceHealth {
                 name,
                 healthy,
@@ -67,6 +92,26 @@ struct AdminMutation;
 
 #[Object(name = "Mutation")]
 impl AdminMutation {
+    /// Stores `value` for `service`/`key` after checking both against the
+    /// service's config spec (permission `config:write:*`); answers the key
+    /// as `configs` now shows it. Who changed it and when is stored with
+    /// it. The gateway applies its own stored keys at its next start.
+    async fn set_config(
+        &self,
+        ctx: &Context<'_>,
+        service: String,
+        key: String,
+        value: Json<Value>,
+    ) -> async_graphql::Result<ConfigEntry> {
+        let request = ctx.data::<RequestContext>()?;
+        let principal = request.require("config", "write", ANY)?;
+        let gateway = ctx.data::<Gateway>()?;
+        let admin = gateway.config_admin().await?;
+        Ok(admin
+            .set(&service, &key, value.0, Some(&principal.user_id))
+            .await?)
+    }
+
     /// Fetches every subgraph's SDL again, recomposes and swaps the
     /// supergraph in; requests in flight finish on the old one
     /// (permission `config:write:*`). Answers the number of subgraphs.

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use service_core::config::{ConfigError, ConfigSpec, LayeredConfig};
+use service_core::config::{
+    CommonConfig, ConfigError, ConfigSpec, LayeredConfig, Origin, StoredSetting,
+};
+use service_core::db::DbConfig;
 use service_core::graphql::QueryLimits;
 
 /// The service name of the gateway in `configs` and metrics.
@@ -61,6 +64,7 @@ struct RawSettings {
     addr: String,
     subgraphs: String,
     supergraph_path: String,
+    supergraph_poll_ms: u64,
     limits_preset: String,
     max_complexity: usize,
     max_depth: usize,
@@ -87,6 +91,8 @@ pub struct GatewaySettings {
     /// A pre-composed supergraph SDL file; when set, it is served instead
     /// of composing `subgraphs`, which then come from its `join__graph`s.
     pub supergraph_path: Option<std::path::PathBuf>,
+    /// How often the supergraph file is checked for changes (file mode).
+    pub supergraph_poll: Duration,
     /// Query limits applied before planning.
     pub limits: QueryLimits,
     /// Largest accepted request body, in bytes.
@@ -105,6 +111,10 @@ pub struct GatewaySettings {
     pub breaker_failures: u32,
     /// How long an open breaker refuses calls before probing again.
     pub breaker_reset: Duration,
+    /// The gateway's own database (the config store behind `configs` and
+    /// `setConfig`), from the storage variables for service `gateway`.
+    /// `None`: those fields answer `MSCoreUnavailable`.
+    pub database: Option<DbConfig>,
 }
 
 impl GatewaySettings {
@@ -114,6 +124,7 @@ impl GatewaySettings {
             "addr": DEFAULT_ADDR,
             "subgraphs": "",
             "supergraph_path": "",
+            "supergraph_poll_ms": 1_000,
             "limits_preset": "standard",
             "max_complexity": 0,
             "max_depth": 0,
@@ -140,9 +151,78 @@ impl GatewaySettings {
         }
     }
 
-    /// Reads the settings from the process environment.
+    /// Reads the settings from the process environment, the database
+    /// included (`MONGODB_URI`, else the embedded store under `DATA_DIR`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_layers(&LayeredConfig::new(Self::spec()).with_env(std::env::vars())?)
+        let mut settings =
+            Self::from_layers(&LayeredConfig::new(Self::spec()).with_env(std::env::vars())?)?;
+        let common = CommonConfig::from_env()?;
+        settings.database = Some(DbConfig::from_vars(SERVICE, &common, std::env::vars())?);
+        Ok(settings)
+    }
+
+    /// Reads the settings, the database included, from `vars` instead of
+    /// the process environment, so tests that run in parallel each pass
+    /// their own list.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut settings =
+            Self::from_layers(&LayeredConfig::new(Self::spec()).with_env(vars.iter().cloned())?)?;
+        let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
+            .with_env(vars.iter().cloned())?
+            .build()?;
+        settings.database = Some(DbConfig::from_vars(SERVICE, &common, vars)?);
+        Ok(settings)
+    }
+
+    /// Overlays the keys stored through `setConfig` on these settings, as
+    /// the layer under the environment: a key that an environment variable
+    /// in `vars` sets keeps the environment's value. Answers the keys
+    /// applied; a stored key this build has no field for is logged.
+    pub fn apply_stored(
+        &mut self,
+        stored: Vec<StoredSetting>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let layers = LayeredConfig::new(Self::spec())
+            .with_stored(stored)?
+            .with_env(vars)?;
+        let resolved = Self::from_layers(&layers)?;
+        let mut applied = Vec::new();
+        for entry in layers.entries() {
+            if entry.origin != Origin::Store {
+                continue;
+            }
+            match entry.key.as_str() {
+                "addr" => self.addr.clone_from(&resolved.addr),
+                "subgraphs" => self.subgraphs.clone_from(&resolved.subgraphs),
+                "supergraph_path" => self.supergraph_path.clone_from(&resolved.supergraph_path),
+                "supergraph_poll_ms" => self.supergraph_poll = resolved.supergraph_poll,
+                "limits_preset" | "max_complexity" | "max_depth" | "max_aliases" | "max_batch"
+                | "list_multiplier" => self.limits = resolved.limits,
+                "body_limit_bytes" => self.body_limit_bytes = resolved.body_limit_bytes,
+                "subgraph_timeout_ms" => self.subgraph_timeout = resolved.subgraph_timeout,
+                "startup_timeout_secs" => self.startup_timeout = resolved.startup_timeout,
+                "plan_cache_size" => self.plan_cache_size = resolved.plan_cache_size,
+                "rate_limit_burst" => self.rate_limit_burst = resolved.rate_limit_burst,
+                "rate_limit_per_second" => {
+                    self.rate_limit_per_second = resolved.rate_limit_per_second;
+                }
+                "breaker_failures" => self.breaker_failures = resolved.breaker_failures,
+                "breaker_reset_ms" => self.breaker_reset = resolved.breaker_reset,
+                other => {
+                    tracing::warn!(
+                        key = other,
+                        "stored gateway setting has no field to apply to"
+                    );
+                    continue;
+                }
+            }
+            applied.push(entry.key);
+        }
+        Ok(applied)
     }
 
     /// Builds the settings from resolved layers.
@@ -182,6 +262,7 @@ impl GatewaySettings {
             subgraphs,
             supergraph_path: (!raw.supergraph_path.trim().is_empty())
                 .then(|| std::path::PathBuf::from(raw.supergraph_path.trim())),
+            supergraph_poll: Duration::from_millis(raw.supergraph_poll_ms.max(10)),
             limits,
             body_limit_bytes: raw.body_limit_bytes,
             subgraph_timeout: Duration::from_millis(raw.subgraph_timeout_ms.max(1)),
@@ -191,7 +272,59 @@ impl GatewaySettings {
             rate_limit_per_second: raw.rate_limit_per_second,
             breaker_failures: raw.breaker_failures.max(1),
             breaker_reset: Duration::from_millis(raw.breaker_reset_ms.max(1)),
+            database: None,
         })
+    }
+}
+
+/// The start mode flags given on the command line, which override the
+/// `GATEWAY_SUBGRAPHS` and `GATEWAY_SUPERGRAPH_PATH` settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartFlags {
+    /// `--supergraph <path>`: serve this pre-composed supergraph file.
+    pub supergraph: Option<std::path::PathBuf>,
+    /// `--subgraphs name=url,...`: compose these subgraphs (with
+    /// `--supergraph`, they override the URLs the file names).
+    pub subgraphs: Option<Vec<SubgraphEndpoint>>,
+}
+
+impl StartFlags {
+    /// Parses `--supergraph <path>`, `--subgraphs <list>` (or the
+    /// `--flag=value` forms); anything else is an error naming it.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut flags = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_owned(), Some(value.to_owned()))
+                }
+                _ => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--supergraph" => flags.supergraph = Some(std::path::PathBuf::from(value()?)),
+                "--subgraphs" => flags.subgraphs = Some(parse_subgraph_list(&value()?)?),
+                _ => return Err(format!("unknown argument `{arg}`")),
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Applies the flags over settings read from the environment.
+    pub fn apply(self, settings: &mut GatewaySettings) {
+        if let Some(path) = self.supergraph {
+            settings.supergraph_path = Some(path);
+        }
+        if let Some(subgraphs) = self.subgraphs {
+            settings.subgraphs = subgraphs;
+        }
     }
 }
 
@@ -201,6 +334,7 @@ impl Default for GatewaySettings {
             addr: DEFAULT_ADDR.to_owned(),
             subgraphs: Vec::new(),
             supergraph_path: None,
+            supergraph_poll: Duration::from_secs(1),
             limits: QueryLimits::standard(),
             body_limit_bytes: service_core::server::DEFAULT_BODY_LIMIT,
             subgraph_timeout: Duration::from_secs(10),
@@ -210,6 +344,7 @@ impl Default for GatewaySettings {
             rate_limit_per_second: 100.0,
             breaker_failures: 5,
             breaker_reset: Duration::from_secs(5),
+            database: None,
         }
     }
 }
@@ -224,6 +359,56 @@ mod tests {
         assert_eq!(list[1], SubgraphEndpoint::new("b", "http://y/graphql"));
         assert_eq!(list[0].health_url(), "http://x/health/ready");
         assert!(parse_subgraph_list("nonsense").is_err());
+    }
+
+    #[test]
+    fn stored_keys_apply_under_the_environment() {
+        let stored = |key: &str, value: Value| StoredSetting {
+            id: format!("{SERVICE}:{key}"),
+            service: SERVICE.to_owned(),
+            key: key.to_owned(),
+            value,
+            updated_at: chrono::Utc::now(),
+            updated_by: Some("admin-1".to_owned()),
+        };
+        let mut settings = GatewaySettings::default();
+        let applied = settings
+            .apply_stored(
+                vec![
+                    stored("max_depth", json!(4)),
+                    stored("plan_cache_size", json!(7)),
+                ],
+                [("GATEWAY_PLAN_CACHE_SIZE".to_owned(), "9".to_owned())],
+            )
+            .unwrap();
+        assert_eq!(applied, vec!["max_depth".to_owned()]);
+        assert_eq!(settings.limits.max_depth, 4);
+        assert_eq!(settings.plan_cache_size, 1_000);
+    }
+
+    #[test]
+    fn start_flags_override_the_environment() {
+        let args = [
+            "--supergraph",
+            "sg.graphql",
+            "--subgraphs=a=http://a/graphql",
+        ];
+        let flags = StartFlags::parse(args.map(str::to_owned)).unwrap();
+        let mut settings = GatewaySettings {
+            subgraphs: vec![SubgraphEndpoint::new("b", "http://b/graphql")],
+            ..GatewaySettings::default()
+        };
+        flags.apply(&mut settings);
+        assert_eq!(
+            settings.supergraph_path,
+            Some(std::path::PathBuf::from("sg.graphql"))
+        );
+        assert_eq!(
+            settings.subgraphs,
+            vec![SubgraphEndpoint::new("a", "http://a/graphql")]
+        );
+        assert!(StartFlags::parse(["--supergraph".to_owned()]).is_err());
+        assert!(StartFlags::parse(["--nope".to_owned()]).is_err());
     }
 
     #[test]

@@ -6,13 +6,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use graphql_tools::parser::query::{self as q, OperationDefinition};
+use hive_router_query_planner::state::supergraph_state::OperationKind;
 use serde_json::{json, Map, Value};
 use service_core::auth::TokenVerifier;
 use service_core::config::AppEnv;
 use service_core::context::{RequestContext, RequestId};
+use service_core::db::{Database, DbConfig};
+use service_core::error::ApiError;
 use service_core::resilience::{BreakerConfig, RateLimiter};
 
-use crate::admin::{LocalSubgraph, LOCAL_SUBGRAPH, LOCAL_URL};
+use crate::admin::{ConfigAdmin, LocalSubgraph, LOCAL_SUBGRAPH, LOCAL_URL};
 use crate::auth::Caller;
 use crate::compose::{self, ComposeError, Supergraph};
 use crate::config::{GatewaySettings, SubgraphEndpoint};
@@ -34,10 +37,31 @@ pub struct GatewayDeps {
     pub redis: Option<service_core::redis::RedisAccessor>,
 }
 
+/// The gateway's own database, opened on first use: a store that is down
+/// at start-up makes `/health/ready` say so and is retried, rather than
+/// keeping the gateway from serving.
+pub(crate) struct GatewayDatabase {
+    config: DbConfig,
+    open: tokio::sync::OnceCell<Arc<Database>>,
+}
+
+impl GatewayDatabase {
+    /// The database, opening it if this is the first successful use.
+    pub(crate) async fn get(&self) -> Result<Arc<Database>, service_core::db::StoreError> {
+        self.open
+            .get_or_try_init(|| async { Database::open(&self.config).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+}
+
 /// A supergraph and the plans made for it.
 pub(crate) struct Loaded {
     pub(crate) supergraph: Supergraph,
     pub(crate) plans: PlanCache,
+    /// In file mode, the fingerprint of the file content it was loaded
+    /// from: the file watcher reloads when the file no longer matches.
+    pub(crate) source: Option<u64>,
 }
 
 pub(crate) struct Inner {
@@ -50,8 +74,12 @@ pub(crate) struct Inner {
     pub(crate) metrics: GatewayMetrics,
     pub(crate) client: SubgraphClient,
     pub(crate) local: LocalSubgraph,
+    database: Option<GatewayDatabase>,
     loaded: RwLock<Arc<Loaded>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when the server stops: running subscriptions complete, so
+    /// their connections (an SSE stream is a request) let it drain.
+    pub(crate) closing: tokio_util::sync::CancellationToken,
 }
 
 /// The federated gateway; cheap to clone.
@@ -74,6 +102,12 @@ pub struct GraphqlRequest {
     pub extensions: Option<Value>,
 }
 
+/// A request ready to execute: its plan and its variables (defaults applied).
+pub(crate) struct Prepared {
+    pub(crate) operation: Arc<plan::PreparedOperation>,
+    pub(crate) variables: Map<String, Value>,
+}
+
 /// How an operation ended, for the HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -88,7 +122,27 @@ pub(crate) enum Outcome {
 impl Gateway {
     /// Fetches the SDL of every configured subgraph (waiting for them up to
     /// the start-up timeout), composes, and builds the gateway.
-    pub async fn build(settings: GatewaySettings, deps: GatewayDeps) -> Result<Self, ComposeError> {
+    ///
+    /// With a database (`settings.database`), the gateway's own keys stored
+    /// through `setConfig` are applied over `settings` first (an
+    /// environment variable still wins over a stored value).
+    pub async fn build(
+        mut settings: GatewaySettings,
+        deps: GatewayDeps,
+    ) -> Result<Self, ComposeError> {
+        let database = settings.database.clone().map(|config| GatewayDatabase {
+            config,
+            open: tokio::sync::OnceCell::new(),
+        });
+        if let Some(database) = &database {
+            match database.get().await {
+                Ok(db) => apply_stored_settings(&mut settings, &db).await,
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "gateway database unavailable: stored settings not applied, configs unavailable until it answers"
+                ),
+            }
+        }
         let metrics = GatewayMetrics::new().map_err(|e| ComposeError::Supergraph(e.to_string()))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -126,8 +180,10 @@ impl Gateway {
                 metrics,
                 client,
                 local,
+                database,
                 loaded: RwLock::new(Arc::new(loaded)),
                 reload_lock: tokio::sync::Mutex::new(()),
+                closing: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -174,6 +230,12 @@ impl Gateway {
     /// subgraph's `_errorCodes`, sorted and unique. A subgraph that does
     /// not answer is logged and left out.
     pub async fn error_codes(&self) -> Vec<String> {
+        self.error_codes_for(None).await
+    }
+
+    /// [`Gateway::error_codes`] on behalf of a request: its id goes with
+    /// every subgraph call as `x-request-id`.
+    pub async fn error_codes_for(&self, request_id: Option<&RequestId>) -> Vec<String> {
         let mut all: std::collections::BTreeSet<String> = crate::error::registry()
             .codes()
             .into_iter()
@@ -188,12 +250,14 @@ impl Gateway {
             .collect();
         let http = self.inner.client.http();
         let answers = futures::future::join_all(endpoints.iter().map(|endpoint| async move {
-            let answer = http
+            let mut call = http
                 .post(&endpoint.url)
                 .timeout(self.inner.settings.subgraph_timeout)
-                .json(&json!({ "query": "{ _errorCodes }" }))
-                .send()
-                .await;
+                .json(&json!({ "query": "{ _errorCodes }" }));
+            if let Some(id) = request_id {
+                call = call.header("x-request-id", id.as_str());
+            }
+            let answer = call.send().await;
             let body: Option<Value> = match answer {
                 Ok(response) => response.json().await.ok(),
                 Err(_) => None,
@@ -218,6 +282,15 @@ impl Gateway {
 
     /// Each subgraph's readiness: name, healthy, latency and its report.
     pub async fn subgraph_health(&self) -> Vec<(String, bool, Duration, Value)> {
+        self.subgraph_health_for(None).await
+    }
+
+    /// [`Gateway::subgraph_health`] on behalf of a request: its id goes
+    /// with every health call as `x-request-id`.
+    pub async fn subgraph_health_for(
+        &self,
+        request_id: Option<&RequestId>,
+    ) -> Vec<(String, bool, Duration, Value)> {
         let loaded = self.loaded();
         let mut endpoints: Vec<SubgraphEndpoint> = loaded
             .supergraph
@@ -229,11 +302,13 @@ impl Gateway {
         let http = self.inner.client.http();
         futures::future::join_all(endpoints.into_iter().map(|endpoint| async move {
             let started = Instant::now();
-            let answer = http
+            let mut call = http
                 .get(endpoint.health_url())
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
+                .timeout(Duration::from_secs(2));
+            if let Some(id) = request_id {
+                call = call.header("x-request-id", id.as_str());
+            }
+            let answer = call.send().await;
             let (healthy, details) = match answer {
                 Ok(response) => {
                     let ok = response.status().is_success();
@@ -257,6 +332,36 @@ impl Gateway {
                 Err(_) => Err("no answer within 2s".to_owned()),
             },
         )
+    }
+
+    /// The gateway's database's health when it has one: `Ok(latency)` or
+    /// the reason.
+    pub async fn database_health(&self) -> Option<Result<Duration, String>> {
+        let database = self.inner.database.as_ref()?;
+        let check = async {
+            let db = database.get().await.map_err(|err| err.to_string())?;
+            db.check_health().await.map_err(|err| err.to_string())
+        };
+        Some(
+            tokio::time::timeout(Duration::from_secs(2), check)
+                .await
+                .unwrap_or_else(|_| Err("no answer within 2s".to_owned())),
+        )
+    }
+
+    /// `configs` and `setConfig` over the gateway's database;
+    /// `MSCoreUnavailable` without one or while it does not answer.
+    pub(crate) async fn config_admin(&self) -> Result<ConfigAdmin, ApiError> {
+        let database = self
+            .inner
+            .database
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("config store"))?;
+        let db = database
+            .get()
+            .await
+            .map_err(|err| ApiError::unavailable("config store").with_cause(err))?;
+        Ok(ConfigAdmin::new(db))
     }
 
     /// Runs one GraphQL request for `caller`.
@@ -297,15 +402,16 @@ impl Gateway {
         }
     }
 
-    async fn run(
+    /// Parses, checks limits, validates and plans one request (the plan
+    /// from the cache when there is one). Subscriptions are prepared too;
+    /// the transport decides whether it serves them.
+    pub(crate) fn prepare(
         &self,
         loaded: &Loaded,
         request: GraphqlRequest,
-        caller: &Caller,
-        request_id: &RequestId,
         over_get: bool,
-    ) -> Result<(Value, &'static str), (GraphqlError, Outcome)> {
-        let refuse = |error: GraphqlError| (error, Outcome::RequestError);
+    ) -> Result<Prepared, Box<(GraphqlError, Outcome)>> {
+        let refuse = |error: GraphqlError| Box::new((error, Outcome::RequestError));
         let supergraph = &loaded.supergraph;
         let settings = &self.inner.settings;
         let production = self.inner.app_env == AppEnv::Production;
@@ -332,15 +438,9 @@ impl Gateway {
         let operation = select_operation(&document, operation_name).map_err(refuse)?;
         let is_mutation = matches!(operation, OperationDefinition::Mutation(_));
         if over_get && is_mutation {
-            return Err((
+            return Err(Box::new((
                 GraphqlError::new(codes::VALIDATION_FAILED, "Mutations must be sent with POST"),
                 Outcome::MutationOverGet,
-            ));
-        }
-        if matches!(operation, OperationDefinition::Subscription(_)) {
-            return Err(refuse(GraphqlError::new(
-                codes::VALIDATION_FAILED,
-                "Subscriptions are not served over plain HTTP requests",
             )));
         }
         let key = (
@@ -360,6 +460,11 @@ impl Gateway {
         )
         .map_err(refuse)?;
         let cached = loaded.plans.get(&key);
+        self.inner
+            .metrics
+            .plan_cache
+            .with_label_values(&[if cached.is_some() { "hit" } else { "miss" }])
+            .inc();
         if cached.is_none() {
             validate(supergraph, &document, production).map_err(refuse)?;
         }
@@ -388,6 +493,36 @@ impl Gateway {
                 prepared
             }
         };
+        Ok(Prepared {
+            operation: prepared,
+            variables,
+        })
+    }
+
+    async fn run(
+        &self,
+        loaded: &Loaded,
+        request: GraphqlRequest,
+        caller: &Caller,
+        request_id: &RequestId,
+        over_get: bool,
+    ) -> Result<(Value, &'static str), (GraphqlError, Outcome)> {
+        let supergraph = &loaded.supergraph;
+        let Prepared {
+            operation: prepared,
+            variables,
+        } = self
+            .prepare(loaded, request, over_get)
+            .map_err(|refused| *refused)?;
+        if prepared.kind == OperationKind::Subscription {
+            return Err((
+                GraphqlError::new(
+                    codes::VALIDATION_FAILED,
+                    "Subscriptions are served over WebSocket or with Accept: text/event-stream",
+                ),
+                Outcome::RequestError,
+            ));
+        }
         let context = RequestContext::new(
             request_id.clone(),
             caller.principal.clone(),
@@ -415,13 +550,9 @@ impl Gateway {
             None => execute::Merged::empty(),
         };
         let kind = match prepared.kind {
-            hive_router_query_planner::state::supergraph_state::OperationKind::Mutation => {
-                "mutation"
-            }
-            hive_router_query_planner::state::supergraph_state::OperationKind::Subscription => {
-                "subscription"
-            }
-            hive_router_query_planner::state::supergraph_state::OperationKind::Query => "query",
+            OperationKind::Mutation => "mutation",
+            OperationKind::Subscription => "subscription",
+            OperationKind::Query => "query",
         };
         let root = match kind {
             "mutation" => supergraph
@@ -455,6 +586,36 @@ impl Gateway {
     }
 }
 
+/// Overlays the gateway's keys stored in the config store on `settings`.
+/// The store is a lower layer than the environment, so a store that cannot
+/// be read, or a stored value the current spec refuses (it was checked when
+/// written, so only a changed spec does that), is logged and the gateway
+/// starts on its other layers.
+async fn apply_stored_settings(settings: &mut GatewaySettings, db: &Arc<Database>) {
+    let stored = match service_core::config::ConfigStore::new(db.clone())
+        .load(crate::config::SERVICE)
+        .await
+    {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::error!(error = %err, "config store unreadable: stored gateway settings not applied");
+            return;
+        }
+    };
+    if stored.is_empty() {
+        return;
+    }
+    match settings.apply_stored(stored, std::env::vars()) {
+        Ok(applied) if !applied.is_empty() => {
+            tracing::info!(keys = ?applied, "stored gateway settings applied");
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::error!(error = %err, "stored gateway settings refused: not applied");
+        }
+    }
+}
+
 async fn load(
     client: &SubgraphClient,
     local: &LocalSubgraph,
@@ -468,11 +629,16 @@ async fn load(
                     path: path.display().to_string(),
                     reason: err.to_string(),
                 })?;
-        let endpoints = compose::graphs_of(&supergraph_sdl)?;
+        let source = Some(fingerprint(supergraph_sdl.as_bytes()));
+        // Federation 1 files are rewritten to the Federation 2 shape.
+        let supergraph_sdl = compose::upgrade_federation1(&supergraph_sdl)?;
+        let endpoints =
+            with_url_overrides(compose::graphs_of(&supergraph_sdl)?, &settings.subgraphs)?;
         let supergraph = Supergraph::new(supergraph_sdl, &endpoints)?;
         return Ok(Loaded {
             supergraph,
             plans: PlanCache::new(settings.plan_cache_size),
+            source,
         });
     }
     let mut sdls =
@@ -485,7 +651,100 @@ async fn load(
     Ok(Loaded {
         supergraph,
         plans: PlanCache::new(settings.plan_cache_size),
+        source: None,
     })
+}
+
+/// The graphs a supergraph file names, with the URL of each one that
+/// `overrides` names replaced (a file composed for one environment served
+/// in another). An override naming no graph of the file is an error.
+fn with_url_overrides(
+    mut graphs: Vec<SubgraphEndpoint>,
+    overrides: &[SubgraphEndpoint],
+) -> Result<Vec<SubgraphEndpoint>, ComposeError> {
+    for endpoint in overrides {
+        match graphs.iter_mut().find(|g| g.name == endpoint.name) {
+            Some(graph) => graph.url.clone_from(&endpoint.url),
+            None => {
+                return Err(ComposeError::Supergraph(format!(
+                    "subgraph {} is not in the supergraph file",
+                    endpoint.name
+                )))
+            }
+        }
+    }
+    Ok(graphs)
+}
+
+/// A cheap fingerprint of a file's content, to tell a real change from a
+/// touch.
+fn fingerprint(content: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Gateway {
+    /// In file mode, checks the supergraph file every
+    /// `settings.supergraph_poll` and reloads when its content changes,
+    /// until `stop`. Requests keep running on the supergraph they started
+    /// with; a file that fails to load is logged once per content and the
+    /// previous supergraph stays. Does nothing without a supergraph file.
+    pub fn watch_supergraph_file(&self, stop: tokio_util::sync::CancellationToken) {
+        let Some(path) = self.inner.settings.supergraph_path.clone() else {
+            return;
+        };
+        let gateway = self.clone();
+        let every = self.inner.settings.supergraph_poll;
+        tokio::spawn(async move {
+            // The content of the last reload that failed, not retried.
+            let mut failed = None;
+            let mut stamp = None;
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                // Modification time and length first: the file is only
+                // read when they move.
+                let metadata = match tokio::fs::metadata(&path).await {
+                    Ok(metadata) => metadata,
+                    Err(err) => {
+                        if stamp.take().is_some() {
+                            tracing::warn!(path = %path.display(), error = %err, "supergraph file unreadable; the current supergraph stays");
+                        }
+                        continue;
+                    }
+                };
+                let current = (metadata.modified().ok(), metadata.len());
+                if stamp == Some(current) {
+                    continue;
+                }
+                stamp = Some(current);
+                let Ok(content) = tokio::fs::read(&path).await else {
+                    stamp = None;
+                    continue;
+                };
+                let print = Some(fingerprint(&content));
+                if print == gateway.loaded().source || print == failed {
+                    continue;
+                }
+                let reloaded = gateway.reload().await;
+                failed = reloaded.is_err().then_some(print).flatten();
+                match reloaded {
+                    Ok(count) => {
+                        tracing::info!(path = %path.display(), subgraphs = count, "supergraph file changed: reloaded")
+                    }
+                    Err(err) => {
+                        tracing::error!(path = %path.display(), error = %err, "supergraph file changed but does not load; the previous supergraph stays")
+                    }
+                }
+            }
+        });
+    }
 }
 
 impl GatewayDeps {

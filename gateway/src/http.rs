@@ -39,6 +39,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::subscriptions::ws::upgrade,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(gateway.clone(), observe))
@@ -148,6 +152,27 @@ async fn graphql_post(
         Ok(caller) => caller,
         Err(response) => return with_type(response, graphql_response),
     };
+    if crate::subscriptions::sse::wants_event_stream(&headers) {
+        let Batch::One(request) = requests else {
+            let error = GraphqlError::new(
+                codes::PARSE_FAILED,
+                "An event stream carries one operation, not a batch",
+            );
+            return respond(
+                StatusCode::BAD_REQUEST,
+                &error_body(&error),
+                graphql_response,
+            );
+        };
+        return crate::subscriptions::sse::stream(&gateway, request, caller, request_id)
+            .unwrap_or_else(|errors| {
+                respond(
+                    status_for(Outcome::RequestError, true),
+                    &json!({ "errors": errors }),
+                    graphql_response,
+                )
+            });
+    }
     match requests {
         Batch::One(request) => {
             let (body, outcome) = gateway.execute(request, &caller, &request_id, false).await;
@@ -298,10 +323,13 @@ async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
-async fn ready(State(gateway): State<Gateway>) -> Response {
+async fn ready(
+    State(gateway): State<Gateway>,
+    Extension(request_id): Extension<RequestId>,
+) -> Response {
     let mut report = Map::new();
     let mut all = true;
-    for (name, healthy, latency, details) in gateway.subgraph_health().await {
+    for (name, healthy, latency, details) in gateway.subgraph_health_for(Some(&request_id)).await {
         all &= healthy;
         report.insert(
             name,
@@ -312,10 +340,17 @@ async fn ready(State(gateway): State<Gateway>) -> Response {
             }),
         );
     }
-    if let Some(outcome) = gateway.redis_health().await {
+    let dependencies = [
+        ("redis", gateway.redis_health().await),
+        ("database", gateway.database_health().await),
+    ];
+    for (dependency, outcome) in dependencies {
+        let Some(outcome) = outcome else {
+            continue;
+        };
         all &= outcome.is_ok();
         report.insert(
-            "redis".to_owned(),
+            dependency.to_owned(),
             match outcome {
                 Ok(latency) => json!({
                     "healthy": true,

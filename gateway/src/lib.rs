@@ -9,7 +9,9 @@
 //! over pooled HTTP, entity batching, merge, projection with null
 //! propagation). [`compose`] builds the supergraph from the subgraphs'
 //! SDL with graphql-composition; `admin` serves the gateway's own fields
-//! as an in-process subgraph. See `docs/gateway.md`.
+//! as an in-process subgraph; `subscriptions` serves subscriptions over
+//! WebSocket and SSE, opening each on its subgraph over WebSocket. See
+//! `docs/gateway.md`.
 #![warn(missing_docs)]
 
 mod admin;
@@ -25,6 +27,7 @@ mod limits;
 mod metrics;
 mod operation;
 mod plan;
+mod subscriptions;
 pub mod testing;
 
 use std::net::SocketAddr;
@@ -33,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::LOCAL_SUBGRAPH;
-pub use config::{GatewaySettings, SubgraphEndpoint};
+pub use config::{GatewaySettings, StartFlags, SubgraphEndpoint};
 pub use gateway::{Gateway, GatewayDeps, GraphqlRequest};
 pub use metrics::GatewayMetrics;
 
@@ -80,6 +83,8 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let token = self.shutdown.clone();
         reload_on_hangup(self.gateway.clone(), token.clone());
+        self.gateway.watch_supergraph_file(token.clone());
+        let closing = self.gateway.inner.closing.clone();
         let router = http::router(self.gateway);
         axum::serve(
             self.listener,
@@ -90,6 +95,8 @@ impl Application {
                 () = token.cancelled() => {}
                 () = service_core::server::shutdown_signal() => token.cancel(),
             }
+            // Subscriptions never end on their own: complete them.
+            closing.cancel();
         })
         .await
     }

@@ -1,20 +1,25 @@
 //! `gateway dev`: run the whole platform in one process.
-//! `gateway serve`: run the gateway alone in front of `GATEWAY_SUBGRAPHS`.
+//! `gateway serve [--supergraph <path>] [--subgraphs name=url,...]`: run the
+//! gateway alone, from a supergraph file or in front of a subgraph list.
 
 fn usage() -> ! {
     eprintln!(
-        "usage: gateway dev      run every service and the gateway in one process on loopback ports\n       gateway serve    run the gateway in front of GATEWAY_SUBGRAPHS (name=url,...)"
+        "usage: gateway dev      run every service and the gateway in one process on loopback ports\n       \
+         gateway serve [--supergraph <path>] [--subgraphs name=url,...]\n                \
+         run the gateway from a supergraph file (watched, reloaded on change) or in front of\n                \
+         the listed subgraphs; the flags override GATEWAY_SUPERGRAPH_PATH and GATEWAY_SUBGRAPHS"
     );
     std::process::exit(2);
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(flags: gateway::StartFlags) -> anyhow::Result<()> {
     let common = service_core::config::CommonConfig::from_env()?;
     service_core::telemetry::init_tracing(common.log_format);
-    let settings = gateway::GatewaySettings::from_env()?;
+    let mut settings = gateway::GatewaySettings::from_env()?;
+    flags.apply(&mut settings);
     if settings.subgraphs.is_empty() && settings.supergraph_path.is_none() {
         anyhow::bail!(
-            "set GATEWAY_SUBGRAPHS (name=url,...) or GATEWAY_SUPERGRAPH_PATH (a supergraph SDL file)"
+            "give --supergraph <path> or --subgraphs name=url,... (or set GATEWAY_SUPERGRAPH_PATH / GATEWAY_SUBGRAPHS)"
         );
     }
     let deps = gateway::GatewayDeps::from_common(&common).await?;
@@ -27,9 +32,16 @@ async fn serve() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match std::env::args().nth(1).as_deref() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
         Some("dev") => gateway::launcher::run_dev().await?,
-        Some("serve") => serve().await?,
+        Some("serve") => match gateway::StartFlags::parse(args) {
+            Ok(flags) => serve(flags).await?,
+            Err(reason) => {
+                eprintln!("{reason}");
+                usage()
+            }
+        },
         _ => usage(),
     }
     Ok(())

@@ -1,4 +1,6 @@
-//! The gateway's Prometheus series, beside the HTTP ones core registers.
+//! The gateway's Prometheus series, beside the HTTP ones core registers:
+//! operations and their latency by type, subgraph fetch latency, refusals
+//! by code, breaker state per subgraph and plan-cache hits and misses.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 use service_core::telemetry::Metrics;
@@ -7,7 +9,8 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Requests, latencies, subgraph fetches, limit rejections and breakers.
+/// Requests, latencies, subgraph fetches, limit rejections, breakers and
+/// the plan cache.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
     /// The registry shared with core's HTTP series.
@@ -17,6 +20,8 @@ pub struct GatewayMetrics {
     pub(crate) subgraph_latency: HistogramVec,
     pub(crate) rejections: IntCounterVec,
     pub(crate) breaker_state: IntGaugeVec,
+    /// Plan-cache lookups by `result` (`hit`, `miss`).
+    pub(crate) plan_cache: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -54,10 +59,18 @@ impl GatewayMetrics {
             ),
             &["code"],
         )?;
+        let plan_cache = IntCounterVec::new(
+            Opts::new(
+                "gateway_plan_cache_requests_total",
+                "Plan-cache lookups, by result (hit or miss)",
+            ),
+            &["result"],
+        )?;
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(operation_latency.clone()))?;
         registry.register(Box::new(subgraph_latency.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(plan_cache.clone()))?;
         let breaker_state = service_core::resilience::state_gauge(&registry)?;
         Ok(Self {
             core,
@@ -66,6 +79,7 @@ impl GatewayMetrics {
             subgraph_latency,
             rejections,
             breaker_state,
+            plan_cache,
         })
     }
 }

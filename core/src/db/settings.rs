@@ -49,6 +49,12 @@ pub(super) fn spec() -> ConfigSpec {
 }
 
 impl DbConfig {
+    /// The keys, defaults and sensitivity of the storage variables, for
+    /// read-outs such as the gateway's `configs(service: "storage")`.
+    pub fn spec() -> ConfigSpec {
+        spec()
+    }
+
     /// The storage settings of `service` from `vars` (pass
     /// `std::env::vars()`), with brand and tenant from `common`.
     pub fn from_vars(

@@ -2,6 +2,7 @@
 //! supergraph with `graphql-composition`, and adapt its output to what the
 //! Hive planner expects (see `docs/decisions/0006-federation-planner.md`).
 
+mod federation1;
 mod supergraph;
 mod types;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use graphql_tools::parser::schema::{self as sdl, Definition, TypeDefinition};
 use serde_json::{json, Value};
 
+pub use federation1::upgrade as upgrade_federation1;
 pub use supergraph::Supergraph;
 pub(crate) use types::{is_list as is_list_type, named_type as named_type_of, TypeIndex};
 

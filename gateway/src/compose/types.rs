@@ -118,6 +118,13 @@ impl TypeIndex {
                 .is_some_and(|info| info.possible.contains(object))
     }
 
+    /// Whether `name` is an interface or a union.
+    pub(crate) fn is_abstract(&self, name: &str) -> bool {
+        self.types
+            .get(name)
+            .is_some_and(|info| matches!(info.kind, TypeKind::Interface | TypeKind::Union))
+    }
+
     pub(crate) fn is_leaf(&self, name: &str) -> bool {
         self.types
             .get(name)

@@ -34,7 +34,7 @@ pub(super) fn collect(
             Value::Object(_) => {
                 if let Some(mut representation) = represent(types, value, requires) {
                     for rewrite in rewrites.into_iter().flatten() {
-                        apply_rewrite(&mut representation, rewrite);
+                        rewrite_value(Some(types), &mut representation, rewrite);
                     }
                     batch.push(representation, at.clone());
                 }
@@ -113,14 +113,22 @@ fn represent_value(types: &TypeIndex, value: &Value, selections: &SelectionSet) 
 
 /// Applies a planner rewrite (set `__typename`, rename a key) in place.
 pub(super) fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite) {
+    rewrite_value(None, value, rewrite);
+}
+
+/// Applies a rewrite; with `types`, a `__typename` condition naming an
+/// abstract type holds for its possible types too (the planner's
+/// `... on Media` rewrite of a `Book` representation sent to a subgraph
+/// that knows `Media` as an `@interfaceObject`).
+fn rewrite_value(types: Option<&TypeIndex>, value: &mut Value, rewrite: &FetchRewrite) {
     match rewrite {
         FetchRewrite::ValueSetter(setter) => {
-            rewrite_at(value, &setter.path, &mut |object, key| {
+            rewrite_at(types, value, &setter.path, &mut |object, key| {
                 object.insert(key.to_owned(), Value::String(setter.set_value_to.clone()));
             });
         }
         FetchRewrite::KeyRenamer(renamer) => {
-            rewrite_at(value, &renamer.path, &mut |object, key| {
+            rewrite_at(types, value, &renamer.path, &mut |object, key| {
                 if let Some(v) = object.remove(key) {
                     object.insert(renamer.rename_key_to.clone(), v);
                 }
@@ -130,13 +138,14 @@ pub(super) fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite) {
 }
 
 fn rewrite_at(
+    types: Option<&TypeIndex>,
     value: &mut Value,
     path: &[FetchNodePathSegment],
     apply: &mut dyn FnMut(&mut Map<String, Value>, &str),
 ) {
     if let Value::Array(items) = value {
         for item in items {
-            rewrite_at(item, path, apply);
+            rewrite_at(types, item, path, apply);
         }
         return;
     }
@@ -148,9 +157,12 @@ fn rewrite_at(
             let matches = value
                 .get("__typename")
                 .and_then(Value::as_str)
-                .is_some_and(|t| names.contains(t));
+                .is_some_and(|t| {
+                    names.contains(t)
+                        || types.is_some_and(|types| names.iter().any(|n| types.satisfies(t, n)))
+                });
             if matches {
-                rewrite_at(value, rest, apply);
+                rewrite_at(types, value, rest, apply);
             }
         }
         FetchNodePathSegment::Key(key) => {
@@ -160,7 +172,7 @@ fn rewrite_at(
             if rest.is_empty() {
                 apply(object, key);
             } else if let Some(child) = object.get_mut(key) {
-                rewrite_at(child, rest, apply);
+                rewrite_at(types, child, rest, apply);
             }
         }
     }

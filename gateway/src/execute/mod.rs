@@ -104,6 +104,22 @@ impl<'a> Executor<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs `nodes` in order on a response that already holds `data` (one
+    /// event of a subscription: its entity fields come from the rest of the
+    /// plan) and returns the merged response.
+    pub(crate) async fn run_after(&self, data: Value, nodes: &[PlanNode]) -> Merged {
+        let state = Mutex::new(Merged {
+            data,
+            errors: Vec::new(),
+        });
+        for node in nodes {
+            self.node(node, &state).await;
+        }
+        state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn node<'s>(&'s self, node: &'s PlanNode, state: &'s Mutex<Merged>) -> Boxed<'s> {
         Box::pin(async move {
             match node {
@@ -250,6 +266,7 @@ impl<'a> Executor<'a> {
                     .and_then(|mut d| d.get_mut("_entities").map(Value::take));
                 let mut nulls = null_positions(entities.as_ref());
                 merge_entities(
+                    &self.supergraph.types,
                     &mut merged,
                     entities,
                     &batch,
@@ -309,6 +326,7 @@ impl<'a> Executor<'a> {
                     let entities = data.get_mut(&alias.alias).map(Value::take);
                     nulls.insert(alias.alias.clone(), null_positions(entities.as_ref()));
                     merge_entities(
+                        &self.supergraph.types,
                         &mut merged,
                         entities,
                         batch,
@@ -349,6 +367,15 @@ fn lock(state: &Mutex<Merged>) -> std::sync::MutexGuard<'_, Merged> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A subscription event's `data` with the primary fetch's output rewrites
+/// applied, as a root fetch's answer would have them.
+pub(crate) fn rewrite_event(fetch: &FetchNode, mut data: Value) -> Value {
+    for rewrite in fetch.output_rewrites.iter().flatten() {
+        apply_rewrite(&mut data, rewrite);
+    }
+    data
+}
+
 /// The error a plan node gets when its subgraph gave no answer.
 fn unavailable(service: &str, err: &FetchError) -> Value {
     tracing::warn!(subgraph = service, error = %err, "subgraph unavailable");
@@ -361,6 +388,7 @@ fn unavailable(service: &str, err: &FetchError) -> Value {
 }
 
 fn merge_entities(
+    types: &crate::compose::TypeIndex,
     merged: &mut Merged,
     entities: Option<Value>,
     batch: &Batch,
@@ -372,6 +400,17 @@ fn merge_entities(
     for (mut entity, targets) in entities.into_iter().zip(&batch.targets) {
         for rewrite in rewrites.into_iter().flatten() {
             apply_rewrite(&mut entity, rewrite);
+        }
+        // An `@interfaceObject` subgraph answers with the interface's name:
+        // it must not hide the object type already known.
+        let abstract_typename = entity
+            .get("__typename")
+            .and_then(Value::as_str)
+            .is_some_and(|t| types.is_abstract(t));
+        if abstract_typename {
+            if let Some(object) = entity.as_object_mut() {
+                object.remove("__typename");
+            }
         }
         for target in targets {
             if let Some(slot) = get_mut(&mut merged.data, target) {

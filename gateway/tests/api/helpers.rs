@@ -9,6 +9,7 @@ use service_core::auth::{
     JwtSettings, KeySet, SigningKey, TokenIssuer, TokenSubject, TokenVerifier,
 };
 use service_core::config::AppEnv;
+use service_core::db::{DbConfig, NamingStrategy, PoolSettings};
 
 pub struct TestApp {
     pub address: String,
@@ -16,6 +17,8 @@ pub struct TestApp {
     pub gateway: Gateway,
     pub issuer: TokenIssuer,
     pub client: reqwest::Client,
+    /// The gateway's own embedded database (its config store) lives here.
+    pub data_dir: tempfile::TempDir,
 }
 
 pub struct Options {
@@ -54,6 +57,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let issuer = TokenIssuer::new(key, jwt_settings());
     let mut settings = options.settings;
     settings.subgraphs = subgraphs.endpoints.clone();
+    let data_dir = tempfile::tempdir().expect("data dir");
+    settings.database = Some(database_config(&data_dir));
     let gateway = Gateway::build(
         settings,
         GatewayDeps {
@@ -75,6 +80,21 @@ pub async fn spawn_with(options: Options) -> TestApp {
         gateway,
         issuer,
         client: reqwest::Client::new(),
+        data_dir,
+    }
+}
+
+/// The gateway's embedded database under `dir` (service `gateway`,
+/// default naming).
+pub fn database_config(dir: &tempfile::TempDir) -> DbConfig {
+    DbConfig {
+        mongodb_uri: None,
+        data_dir: dir.path().to_path_buf(),
+        brand: "default".to_owned(),
+        tenant: "default".to_owned(),
+        service: gateway::config::SERVICE.to_owned(),
+        naming: NamingStrategy::default(),
+        pool: PoolSettings::default(),
     }
 }
 

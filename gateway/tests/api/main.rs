@@ -4,8 +4,11 @@
 
 mod admin;
 mod auth;
+mod directives;
 mod federation;
+mod file_mode;
 mod helpers;
 mod launcher;
 mod limits;
+mod subscriptions;
 mod transport;

@@ -147,6 +147,7 @@ async fn health_and_metrics() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["reviews"]["healthy"], true);
+    assert_eq!(body["checks"]["database"]["healthy"], true);
 
     app.subgraphs.log.set_down("reviews", true);
     let ready = app
@@ -160,6 +161,8 @@ async fn health_and_metrics() {
     assert_eq!(body["down"], json!(["reviews"]));
     app.subgraphs.log.set_down("reviews", false);
 
+    // The same operation twice: a plan-cache miss, then a hit.
+    app.query("{ topProducts { name reviews { body } } }").await;
     app.query("{ topProducts { name reviews { body } } }").await;
     app.query("{ nope }").await;
     let metrics = app
@@ -177,6 +180,8 @@ async fn health_and_metrics() {
         "gateway_subgraph_fetch_duration_seconds_bucket{subgraph=\"reviews\"",
         "gateway_limit_rejections_total{code=\"MSGatewayValidationFailed\"",
         "circuit_breaker_state{breaker=\"subgraph:reviews\"",
+        "gateway_plan_cache_requests_total{result=\"hit\"",
+        "gateway_plan_cache_requests_total{result=\"miss\"",
         "http_requests_total",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
