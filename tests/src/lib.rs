@@ -1,3 +1,645 @@
-//! Whole-system tests: they start the gateway and the four subgraphs and
-//! drive them only through the public API. The crate holds none yet, because
-//! the federated gateway they go through is not built; they arrive with it.
+//! Whole-system tests: a [`Platform`] starts the four subgraphs and the
+//! federated gateway in this process, each a real HTTP server on a loopback
+//! port, and the tests in `tests/` drive it only through the gateway's
+//! public HTTP API (`API.md`).
+//!
+//! Every platform is private to its test: its own Ed25519 signing key (the
+//! auth service signs, every subgraph and the gateway verify), its own
+//! bootstrap admin, its own temporary data directory, and in
+//! [`Mode::RedisMongo`] its own brand, which names its MongoDB databases and
+//! prefixes its Redis keys. Settings are built from explicit variable lists,
+//! never from the process environment, so tests run in parallel.
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use serde_json::{json, Value};
+use service_core::auth::{JwtSettings, SigningKey, TokenIssuer, TokenSubject};
+use service_core::config::{CommonConfig, LayeredConfig};
+use service_core::events::{BusConfig, EventBus};
+use service_core::redis::{KeyPrefix, RedisAccessor, RedisUrl};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The variable naming the Redis of [`Mode::RedisMongo`] (set by `scripts/test.sh`).
+pub const REDIS_VAR: &str = "TEST_REDIS_URL";
+/// The variable naming the MongoDB wire server of [`Mode::RedisMongo`].
+pub const MONGODB_VAR: &str = "TEST_MONGODB_URI";
+
+/// The `kid` of the key each platform signs its access tokens with.
+const KID: &str = "e2e";
+
+/// Which stores the platform runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The defaults of a bare laptop: the embedded store, no Redis, the
+    /// in-process event bus.
+    Embedded,
+    /// MongoDB (the wire server of `TEST_MONGODB_URI`) for every service and
+    /// Redis (`TEST_REDIS_URL`) for the event bus, caches, queues and rate
+    /// budgets. A missing variable fails the test; it never skips.
+    RedisMongo,
+}
+
+/// One of the four subgraphs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subgraph {
+    /// Accounts, sessions and tokens.
+    Auth,
+    /// Wallets, the ledger and transfers.
+    Payment,
+    /// Bonus templates and awards.
+    Bonus,
+    /// Notifications and preferences.
+    Notification,
+}
+
+impl Subgraph {
+    /// Every subgraph, in start-up order.
+    pub const ALL: [Subgraph; 4] = [
+        Subgraph::Auth,
+        Subgraph::Payment,
+        Subgraph::Bonus,
+        Subgraph::Notification,
+    ];
+
+    /// Its service name (the name the gateway composes it under).
+    pub fn name(self) -> &'static str {
+        match self {
+            Subgraph::Auth => auth_service::SERVICE,
+            Subgraph::Payment => payment_service::SERVICE,
+            Subgraph::Bonus => bonus_service::SERVICE,
+            Subgraph::Notification => notification_service::SERVICE,
+        }
+    }
+
+    /// The variable its listening address is read from.
+    fn addr_var(self) -> &'static str {
+        match self {
+            Subgraph::Auth => "AUTH_ADDR",
+            Subgraph::Payment => "PAYMENT_ADDR",
+            Subgraph::Bonus => "BONUS_ADDR",
+            Subgraph::Notification => "NOTIFICATION_ADDR",
+        }
+    }
+}
+
+/// A server running on a task of the test's runtime.
+struct Running {
+    port: u16,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    fn spawn(
+        port: u16,
+        stop: CancellationToken,
+        run: impl Future<Output = std::io::Result<()>> + Send + 'static,
+    ) -> Self {
+        Self {
+            port,
+            stop,
+            task: tokio::spawn(run),
+        }
+    }
+
+    /// Stops the server and waits until it has drained and let go of its port.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("server task")?.context("server")
+    }
+}
+
+/// A signed-in user as the tests hold it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The user's id.
+    pub id: String,
+    /// The email they registered with.
+    pub email: String,
+    /// Their password.
+    pub password: String,
+    /// An access token for `Authorization: Bearer`.
+    pub access_token: String,
+    /// The refresh token handed out with it.
+    pub refresh_token: String,
+}
+
+impl Session {
+    fn from_payload(payload: &Value, password: &str) -> anyhow::Result<Self> {
+        let text = |value: &Value| -> anyhow::Result<String> {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("missing field in AuthPayload {payload}"))
+        };
+        Ok(Self {
+            id: text(&payload["user"]["id"])?,
+            email: text(&payload["user"]["email"])?,
+            password: password.to_owned(),
+            access_token: text(&payload["accessToken"])?,
+            refresh_token: text(&payload["refreshToken"])?,
+        })
+    }
+}
+
+/// An HTTP answer of the gateway: status, content type and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: reqwest::StatusCode,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The body, parsed (`Value::Null` when it is not JSON).
+    pub body: Value,
+}
+
+/// The fields of `AuthPayload` every helper asks for.
+const AUTH_PAYLOAD: &str = "accessToken refreshToken expiresIn user { id email roles }";
+
+/// The gateway and the four subgraphs of one test.
+pub struct Platform {
+    graphql_url: String,
+    client: reqwest::Client,
+    vars: Vec<(String, String)>,
+    bus: EventBus,
+    subgraphs: BTreeMap<Subgraph, Running>,
+    /// The ports of stopped subgraphs, for their restart.
+    stopped: BTreeMap<Subgraph, u16>,
+    gateway: Option<Running>,
+    issuer: TokenIssuer,
+    admin_email: String,
+    admin_password: String,
+    _data: tempfile::TempDir,
+}
+
+impl Platform {
+    /// Starts the four subgraphs on one shared event bus and the gateway in
+    /// front of them, all on free loopback ports.
+    pub async fn start(mode: Mode) -> anyhow::Result<Self> {
+        Self::start_with(mode, &[]).await
+    }
+
+    /// [`Platform::start`] with `extra` settings (`GATEWAY_RATE_LIMIT_BURST`,
+    /// ...) given to every service and the gateway after the defaults.
+    pub async fn start_with(mode: Mode, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir().context("temporary data directory")?;
+        let brand = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let dalek = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let private_pem = dalek
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|err| anyhow!("signing key: {err}"))?
+            .to_string();
+        let key = SigningKey::from_pkcs8_pem(KID, &private_pem)?;
+        let public_keys = json!({ KID: key.public_pem() }).to_string();
+        let admin_email = format!("admin-{brand}@example.com");
+        let admin_password = format!("Admin-{}", uuid::Uuid::new_v4().simple());
+
+        let mut vars: Vec<(String, String)> = vec![
+            ("APP_ENV".into(), "development".into()),
+            ("BRAND".into(), brand.clone()),
+            ("DATA_DIR".into(), data.path().display().to_string()),
+            ("JWT_PUBLIC_KEYS".into(), public_keys),
+            ("AUTH_JWT_PRIVATE_KEY".into(), private_pem),
+            ("AUTH_JWT_KID".into(), KID.into()),
+            ("AUTH_BOOTSTRAP_ADMIN_EMAIL".into(), admin_email.clone()),
+            (
+                "AUTH_BOOTSTRAP_ADMIN_PASSWORD".into(),
+                admin_password.clone(),
+            ),
+            // Reconciliation runs when a test asks for the report.
+            ("PAYMENT_RECONCILE_INTERVAL_SECONDS".into(), "0".into()),
+        ];
+        let redis = match mode {
+            Mode::Embedded => None,
+            Mode::RedisMongo => {
+                let redis = required_var(REDIS_VAR)?;
+                let mongo = required_var(MONGODB_VAR)?;
+                vars.push(("REDIS_URL".into(), redis.clone()));
+                vars.push(("MONGODB_URI".into(), mongo));
+                // The brand names the databases: none is shared between tests.
+                vars.push(("DB_NAMING".into(), "per-brand-service".into()));
+                Some(RedisUrl::parse(redis)?)
+            }
+        };
+        vars.retain(|(name, _)| !extra.iter().any(|(key, _)| key == name));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+
+        // One bus for the four services: what one emits, the others consume.
+        let bus = EventBus::connect(redis.as_ref(), &brand, BusConfig::default()).await?;
+        let mut platform = Self {
+            graphql_url: String::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            vars,
+            bus,
+            subgraphs: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            gateway: None,
+            issuer: TokenIssuer::new(key, jwt_settings()),
+            admin_email,
+            admin_password,
+            _data: data,
+        };
+        for subgraph in Subgraph::ALL {
+            platform.start_subgraph(subgraph, 0).await?;
+        }
+        platform.start_gateway(redis.as_ref(), &brand).await?;
+        Ok(platform)
+    }
+
+    /// The gateway's `/graphql` URL.
+    pub fn graphql_url(&self) -> &str {
+        &self.graphql_url
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:<port>`).
+    pub fn base_url(&self) -> &str {
+        self.graphql_url
+            .strip_suffix("/graphql")
+            .unwrap_or(&self.graphql_url)
+    }
+
+    /// An HTTP client for requests the helpers do not cover.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    async fn start_subgraph(&mut self, subgraph: Subgraph, port: u16) -> anyhow::Result<()> {
+        let mut vars = self.vars.clone();
+        vars.push((subgraph.addr_var().into(), format!("127.0.0.1:{port}")));
+        let bus = Some(self.bus.clone());
+        let running = match subgraph {
+            Subgraph::Auth => {
+                let settings = auth_service::Settings::from_vars(vars)?;
+                let app = auth_service::Application::build_with_bus(settings, bus).await?;
+                Running::spawn(app.port(), app.shutdown_token(), app.run_until_stopped())
+            }
+            Subgraph::Payment => {
+                let settings = payment_service::Settings::from_vars(vars)?;
+                let app = payment_service::Application::build_with_bus(settings, bus).await?;
+                Running::spawn(app.port(), app.shutdown_token(), app.run_until_stopped())
+            }
+            Subgraph::Bonus => {
+                let settings = bonus_service::Settings::from_vars(vars)?;
+                let app = bonus_service::Application::build_with_bus(settings, bus).await?;
+                Running::spawn(app.port(), app.shutdown_token(), app.run_until_stopped())
+            }
+            Subgraph::Notification => {
+                let settings = notification_service::Settings::from_vars(vars)?;
+                let app = notification_service::Application::build_with_bus(settings, bus).await?;
+                Running::spawn(app.port(), app.shutdown_token(), app.run_until_stopped())
+            }
+        };
+        self.subgraphs.insert(subgraph, running);
+        Ok(())
+    }
+
+    async fn start_gateway(&mut self, redis: Option<&RedisUrl>, brand: &str) -> anyhow::Result<()> {
+        let subgraphs = self
+            .subgraphs
+            .iter()
+            .map(|(subgraph, running)| {
+                format!(
+                    "{}=http://127.0.0.1:{}/graphql",
+                    subgraph.name(),
+                    running.port
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut vars = self.vars.clone();
+        vars.extend([
+            ("GATEWAY_ADDR".into(), "127.0.0.1:0".into()),
+            ("GATEWAY_SUBGRAPHS".into(), subgraphs),
+            // A stopped subgraph's breaker probes again soon after it is back.
+            ("GATEWAY_BREAKER_RESET_MS".into(), "200".into()),
+        ]);
+        let settings = gateway::GatewaySettings::from_vars(vars.clone())?;
+        let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
+            .with_env(vars)?
+            .build()?;
+        let verifier = service_core::auth::TokenVerifier::new(
+            service_core::app::public_keys(&common)?,
+            jwt_settings(),
+        );
+        let redis = match redis {
+            Some(url) => Some(
+                RedisAccessor::connect(
+                    url.expose(),
+                    KeyPrefix::new(brand, gateway::config::SERVICE)?,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let deps = gateway::GatewayDeps {
+            app_env: common.app_env,
+            verifier: Some(std::sync::Arc::new(verifier)),
+            access: std::sync::Arc::new(service_core::access_engine::default_policy()),
+            redis,
+        };
+        let gateway = gateway::Gateway::build(settings, deps).await?;
+        let app = gateway::Application::bind(gateway).await?;
+        let port = app.port();
+        self.graphql_url = format!("http://127.0.0.1:{port}/graphql");
+        self.gateway = Some(Running::spawn(
+            port,
+            app.shutdown_token(),
+            app.run_until_stopped(),
+        ));
+        Ok(())
+    }
+
+    /// Stops one subgraph and waits until its port is free; the gateway
+    /// keeps running in front of the hole.
+    pub async fn stop_subgraph(&mut self, subgraph: Subgraph) -> anyhow::Result<()> {
+        let running = self
+            .subgraphs
+            .remove(&subgraph)
+            .ok_or_else(|| anyhow!("{subgraph:?} is not running"))?;
+        let port = running.port;
+        running.stop().await?;
+        self.stopped.insert(subgraph, port);
+        Ok(())
+    }
+
+    /// Starts a stopped subgraph again on the port it had, on the same
+    /// store and bus, so the gateway's supergraph still points at it.
+    pub async fn restart_subgraph(&mut self, subgraph: Subgraph) -> anyhow::Result<()> {
+        let port = self
+            .stopped
+            .remove(&subgraph)
+            .ok_or_else(|| anyhow!("{subgraph:?} was not stopped"))?;
+        self.start_subgraph(subgraph, port).await
+    }
+
+    /// Stops the gateway, every subgraph and the bus, waiting for each.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await?;
+        }
+        let subgraphs = std::mem::take(&mut self.subgraphs);
+        for (_, running) in subgraphs {
+            running.stop().await?;
+        }
+        self.bus.shutdown().await;
+        Ok(())
+    }
+
+    /// Posts one GraphQL request to the gateway and returns the whole answer.
+    pub async fn post(&self, token: Option<&str>, body: &Value) -> anyhow::Result<Answer> {
+        let mut request = self
+            .client
+            .post(&self.graphql_url)
+            .header("accept", "application/graphql-response+json")
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await?).await
+    }
+
+    /// Runs `query` with `variables` through the gateway; the JSON body.
+    pub async fn gql(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<Value> {
+        let answer = self
+            .post(token, &json!({ "query": query, "variables": variables }))
+            .await?;
+        Ok(answer.body)
+    }
+
+    /// Like [`Platform::gql`], but any error in the answer is a failure;
+    /// returns `data`.
+    pub async fn data(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<Value> {
+        let body = self.gql(token, query, variables).await?;
+        if !body["errors"].is_null() || body["data"].is_null() {
+            bail!("`{query}` failed: {body}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Registers a new user (`label` makes the email readable in failures)
+    /// and returns their session.
+    pub async fn register(&self, label: &str) -> anyhow::Result<Session> {
+        let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = format!("Pass-{}", uuid::Uuid::new_v4().simple());
+        let data = self
+            .data(
+                None,
+                &format!("mutation($input: RegisterInput!) {{ register(input: $input) {{ {AUTH_PAYLOAD} }} }}"),
+                json!({ "input": { "email": email, "password": password, "username": label } }),
+            )
+            .await?;
+        Session::from_payload(&data["register"], &password)
+    }
+
+    /// Signs in with email and password; the whole answer body.
+    pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<Value> {
+        self.gql(
+            None,
+            &format!(
+                "mutation($input: LoginInput!) {{ login(input: $input) {{ {AUTH_PAYLOAD} }} }}"
+            ),
+            json!({ "input": { "email": email, "password": password } }),
+        )
+        .await
+    }
+
+    /// Signs the bootstrap admin in.
+    pub async fn admin(&self) -> anyhow::Result<Session> {
+        let body = self.login(&self.admin_email, &self.admin_password).await?;
+        if !body["errors"].is_null() {
+            bail!("the bootstrap admin cannot sign in: {body}");
+        }
+        Session::from_payload(&body["data"]["login"], &self.admin_password)
+    }
+
+    /// An access token for `user_id` signed with the platform's real key
+    /// but issued two hours ago, so it has expired.
+    pub fn expired_token(&self, user_id: &str) -> anyhow::Result<String> {
+        let issued = self.issuer.issue_at(
+            &user_subject(user_id),
+            chrono::Utc::now() - chrono::Duration::hours(2),
+        )?;
+        Ok(issued.token)
+    }
+
+    /// A well-formed access token for `user_id` under the platform's `kid`,
+    /// signed with another key: a forgery.
+    pub fn forged_token(&self, user_id: &str) -> anyhow::Result<String> {
+        let forger = TokenIssuer::new(SigningKey::generate(KID)?, jwt_settings());
+        Ok(forger.issue(&user_subject(user_id))?.token)
+    }
+
+    /// An access token for `user_id` with `alg: none` and no signature.
+    pub fn unsigned_token(&self, user_id: &str) -> String {
+        use base64::Engine as _;
+        let encode = |value: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let now = chrono::Utc::now().timestamp();
+        let header = encode(json!({ "alg": "none", "typ": "JWT", "kid": KID }));
+        let claims = encode(json!({
+            "sub": user_id, "tid": "default", "roles": ["admin"], "permissions": [],
+            "sid": uuid::Uuid::new_v4().to_string(), "iss": "payment-platform",
+            "aud": "payment-platform-api", "iat": now, "exp": now + 600,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        }));
+        format!("{header}.{claims}.")
+    }
+
+    /// Opens `session`'s wallet in `currency`; its id.
+    pub async fn create_wallet(&self, session: &Session, currency: &str) -> anyhow::Result<String> {
+        let data = self
+            .data(
+                Some(&session.access_token),
+                "mutation($c: String!) { createWallet(currency: $c) { id currency balance } }",
+                json!({ "c": currency }),
+            )
+            .await?;
+        text(&data["createWallet"]["id"])
+    }
+
+    /// Deposits `amount` into `wallet_id` as `admin`; the transaction's body.
+    pub async fn deposit(
+        &self,
+        admin: &Session,
+        wallet_id: &str,
+        amount: i64,
+    ) -> anyhow::Result<Value> {
+        let data = self
+            .data(
+                Some(&admin.access_token),
+                "mutation($input: DepositInput!) { deposit(input: $input) { id type direction amount balanceAfter walletId } }",
+                json!({ "input": {
+                    "walletId": wallet_id,
+                    "amount": amount,
+                    "idempotencyKey": uuid::Uuid::new_v4().to_string(),
+                    "description": "e2e deposit",
+                } }),
+            )
+            .await?;
+        Ok(data["deposit"].clone())
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        // A test that failed half-way still stops its servers.
+        if let Some(gateway) = &self.gateway {
+            gateway.stop.cancel();
+        }
+        for running in self.subgraphs.values() {
+            running.stop.cancel();
+        }
+    }
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<Answer> {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let bytes = response.bytes().await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// What a token for a plain user carries.
+fn user_subject(user_id: &str) -> TokenSubject {
+    TokenSubject {
+        user_id: user_id.to_owned(),
+        tenant_id: "default".to_owned(),
+        roles: vec!["user".to_owned()],
+        permissions: Vec::new(),
+        session_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+fn jwt_settings() -> JwtSettings {
+    JwtSettings::new("payment-platform", "payment-platform-api")
+}
+
+fn required_var(name: &str) -> anyhow::Result<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value),
+        _ => bail!(
+            "{name} is not set: the Redis + MongoDB whole-system tests need it \
+             (scripts/test.sh starts both and sets {REDIS_VAR} and {MONGODB_VAR}); \
+             see docs/testing.md"
+        ),
+    }
+}
+
+/// A string field of an answer, or a failure naming it.
+pub fn text(value: &Value) -> anyhow::Result<String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("expected a string, got {value}"))
+}
+
+/// The `extensions.code` of every error in `body`, in order.
+pub fn error_codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `extensions.code` of the first error in `body`, if any.
+pub fn first_code(body: &Value) -> Option<String> {
+    error_codes(body).into_iter().next()
+}
+
+/// Polls `probe` until it answers `Some`, for at most `timeout`; events
+/// cross services asynchronously, so the tests wait for them instead of
+/// assuming how long they take.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await? {
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the condition did not hold within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
