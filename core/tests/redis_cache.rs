@@ -23,7 +23,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use service_core::{
     cache::{CacheConfig, CacheKey, LayeredCache, WarmReport},
-    redis::{KeyPrefix, RedisAccessor, RedisError, RedisOptions, RedisTopology, RedisUrl},
+    redis::{
+        KeyPrefix, LiveFeed, RedisAccessor, RedisError, RedisOptions, RedisTopology, RedisUrl,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -202,6 +204,34 @@ async fn pattern_delete_removes_a_thousand_keys_with_scan() {
     let mut expected: Vec<String> = others.into_iter().map(|(key, _)| key).collect();
     expected.sort();
     assert_eq!(left, expected);
+}
+
+#[tokio::test]
+async fn a_live_feed_reaches_the_subscribers_of_every_instance() {
+    let prefix = unique_prefix();
+    let a: LiveFeed<Wallet> = LiveFeed::new("wallets:live", Some(accessor(&prefix).await));
+    let b: LiveFeed<Wallet> = LiveFeed::new("wallets:live", Some(accessor(&prefix).await));
+    let stop = CancellationToken::new();
+    let relays = [
+        a.start_relay(stop.clone()).await.unwrap(),
+        b.start_relay(stop.clone()).await.unwrap(),
+    ];
+    let mut on_a = a.subscribe(|w| w.id == "w1");
+    let mut on_b = b.subscribe(|w| w.id == "w1");
+
+    // Published on A, filtered out, then kept: both instances see only w1.
+    a.publish(&wallet("w2", 1)).await;
+    a.publish(&wallet("w1", 7)).await;
+    for feed in [&mut on_a, &mut on_b] {
+        let got = tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("a value within 5 s");
+        assert_eq!(got, Some(wallet("w1", 7)));
+    }
+    stop.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
 }
 
 #[tokio::test]

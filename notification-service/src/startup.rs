@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::delivery::{
     Deliverer, DeliveryMetrics, DeliveryQueue, EmailSetupError, Providers, QueueError,
 };
-use crate::domain::{LiveFeed, NotificationService};
+use crate::domain::{live_feed, NotificationService};
 use crate::store::Store;
 use crate::SERVICE;
 
@@ -107,10 +107,10 @@ impl Application {
             }
             _ => DeliveryQueue::in_process(deliverer, config, config.queue_capacity),
         };
-        let live = match &settings.redis.pubsub {
-            Some(url) => LiveFeed::with_redis(redis(url, &settings).await?),
-            None => LiveFeed::local(),
-        };
+        let live = live_feed(match &settings.redis.pubsub {
+            Some(url) => Some(redis(url, &settings).await?),
+            None => None,
+        });
         let background = CancellationToken::new();
         let mut tasks = Vec::new();
         if let Some(relay) = live.start_relay(background.clone()).await {

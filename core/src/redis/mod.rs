@@ -11,8 +11,10 @@ mod accessor;
 mod config;
 mod error;
 pub(crate) mod glob;
+mod live;
 
 pub(crate) use accessor::set_with_ttl;
 pub use accessor::{PubSubMessage, RedisAccessor};
 pub use config::{KeyPrefix, RedisOptions, RedisTopology, RedisUrl, RedisUrls};
 pub use error::RedisError;
+pub use live::LiveFeed;

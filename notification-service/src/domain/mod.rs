@@ -18,7 +18,7 @@ use service_core::db::{
 use service_core::{ApiError, ApiResult, Principal, RequestContext};
 
 pub use consumers::{subscribe, CONSUMER_GROUP};
-pub use live::LiveFeed;
+pub use live::{live_feed, LiveFeed};
 pub use preferences::default_enabled;
 pub use validation::{PreferencesChange, SendRequest};
 

@@ -16,10 +16,10 @@ impl NotificationSubscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<BoxStream<'static, NotificationView>> {
-        let principal = request(ctx)?.user()?.clone();
-        let feed = service(ctx)?.live().clone();
-        Ok(feed
-            .subscribe(principal.user_id)
+        let user_id = request(ctx)?.user()?.user_id.clone();
+        Ok(service(ctx)?
+            .live()
+            .subscribe(move |n| n.user_id == user_id)
             .map(NotificationView)
             .boxed())
     }

@@ -128,7 +128,8 @@ async fn the_live_feed_crosses_instances_through_redis() {
     let a = spawn_app_with_key(&vars, key.clone(), None).await;
     let b = spawn_app(&vars).await;
     let user = new_user();
-    let mut on_b = b.service.live().subscribe(user.clone());
+    let mine = user.clone();
+    let mut on_b = b.service.live().subscribe(move |n| n.user_id == mine);
 
     let created = a.notify(&user, "cross.instance", Some(vec![]), None).await;
 
