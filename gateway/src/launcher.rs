@@ -101,6 +101,14 @@ pub async fn start_dev(mut common: CommonConfig) -> Result<DevPlatform, LaunchEr
             .insert(DEV_KID.to_owned(), public_pem.into());
     }
     auth.common.jwt_public_keys = common.jwt_public_keys.clone();
+    let admin_hint = match &auth.auth.bootstrap_admin_email {
+        Some(email) => {
+            format!("admin account: {email} (password from AUTH_BOOTSTRAP_ADMIN_PASSWORD)")
+        }
+        None => "no admin account: set AUTH_BOOTSTRAP_ADMIN_EMAIL and \
+                 AUTH_BOOTSTRAP_ADMIN_PASSWORD to have one made at start-up"
+            .to_owned(),
+    };
     let mut payment = payment_service::Settings::from_env()?;
     payment.common.jwt_public_keys = common.jwt_public_keys.clone();
     let mut bonus = bonus_service::Settings::from_env()?;
@@ -167,6 +175,7 @@ pub async fn start_dev(mut common: CommonConfig) -> Result<DevPlatform, LaunchEr
         app.local_addr().map_err(StartupError::from)?
     );
     println!("{:<13} gateway   {gateway_url}", "federated");
+    println!("{admin_hint}");
     follow(
         &mut servers,
         &stop,
