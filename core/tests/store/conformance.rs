@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use service_core::db::{
-    Direction, Document, Filter, FindOptions, IndexSpec, PageArgs, StoreError, Update,
+    Database, Direction, Document, Filter, FindOptions, IndexSpec, PageArgs, StoreError, Update,
 };
 
 use crate::harness::{Engine, TestDb};
@@ -47,7 +47,13 @@ async fn balance(db: &TestDb, id: &str) -> i64 {
 
 /// Debits `from` (only if it holds enough), credits `to`, and writes both
 /// ledger entries, in one transaction.
-async fn transfer(db: &TestDb, id: &str, from: &str, to: &str, amount: i64) -> Result<(), Failure> {
+async fn transfer(
+    db: &Database,
+    id: &str,
+    from: &str,
+    to: &str,
+    amount: i64,
+) -> Result<(), Failure> {
     db.transaction(|tx| {
         Box::pin(async move {
             let debited = tx
@@ -183,6 +189,43 @@ pub(crate) async fn unique_index_violation_is_typed_and_rolls_back(db: &TestDb) 
     );
     assert!(db.get("audit", "x1").await.unwrap().is_none());
     assert!(db.get("wallets", "w4").await.unwrap().is_none());
+}
+
+/// Concurrent inserts of one key: one wins, and every loser finds the
+/// winner with a plain read as soon as it hears "duplicate" (the usual
+/// "create, else read the existing one" idiom depends on it).
+pub(crate) async fn a_duplicate_is_reported_once_the_winner_is_readable(db: &TestDb) {
+    db.ensure_indexes(&[IndexSpec::new("claims", "claims_key", &["key"]).unique()])
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let key = format!("k{round}");
+        let mut tasks = Vec::new();
+        for task in 0..8 {
+            let db = db.db.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let claim = doc(json!({"_id": format!("{key}-{task}"), "key": key}));
+                match db.insert("claims", claim).await {
+                    Ok(()) => true,
+                    Err(StoreError::Duplicate { .. }) => {
+                        let winner = db
+                            .find_one("claims", &Filter::all().eq("key", key.clone()))
+                            .await
+                            .unwrap();
+                        assert!(winner.is_some(), "duplicate reported before {key} was readable");
+                        false
+                    }
+                    Err(err) => panic!("unexpected {err:?}"),
+                }
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap());
+        }
+        assert_eq!(won, 1, "exactly one insert of {key} wins");
+    }
 }
 
 pub(crate) async fn concurrent_conditional_debits_never_overdraw(db: &TestDb) {
@@ -685,4 +728,85 @@ pub(crate) async fn repository_caches_reads_and_stays_coherent(db: &TestDb) {
     assert!(repo.delete("acc1").await.unwrap());
     assert_eq!(repo.get("acc1").await.unwrap(), None);
     assert_eq!(repo.count(&Filter::all()).await.unwrap(), 0);
+}
+
+/// Many transfers at once over a few wallets, a third of them failing
+/// after their debit: the failures leave nothing behind, the others all
+/// land, and every balance equals its ledger. On the embedded store the
+/// concurrent transactions share group commits, so this is also where a
+/// failing member next to committing neighbours is exercised under load.
+pub(crate) async fn concurrent_transactions_with_failures_keep_the_books(db: &TestDb) {
+    const START: i64 = 10_000;
+    const WALLETS: [&str; 4] = ["w0", "w1", "w2", "w3"];
+    let (tasks, per_task) = match db.engine {
+        Engine::Embedded => (32, 25),
+        Engine::Mongo => (4, 4),
+    };
+    for id in WALLETS {
+        wallet(db, id, START).await;
+    }
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let db = db.db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut landed = 0;
+            for i in 0..per_task {
+                let n = task * per_task + i;
+                let from = WALLETS[n % 4];
+                // Every third transfer credits a wallet that does not exist,
+                // so it fails after its debit was written.
+                let to = if n % 3 == 0 {
+                    "missing"
+                } else {
+                    WALLETS[(n + 1 + n / 4 % 3) % 4]
+                };
+                let amount = 1 + (n as i64 * 7919) % 500;
+                match transfer(&db, &format!("t{n}"), from, to, amount).await {
+                    Ok(()) => landed += 1,
+                    Err(Failure::Refused) => {}
+                    Err(err) => panic!("transfer t{n}: {err:?}"),
+                }
+            }
+            landed
+        }));
+    }
+    let mut landed = 0;
+    for handle in handles {
+        landed += handle.await.unwrap();
+    }
+    assert!(landed > 0);
+
+    let ledger = db
+        .find("ledger", &Filter::all(), &FindOptions::by_id())
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 2 * landed, "two entries per landed transfer");
+    assert!(
+        ledger.iter().all(|e| e["wallet_id"] != "missing"),
+        "a failed transfer left an entry"
+    );
+    let mut total = 0;
+    for id in WALLETS {
+        let held = balance(db, id).await;
+        assert!(held >= 0, "{id} overdrawn");
+        let moved: i64 = ledger
+            .iter()
+            .filter(|e| e["wallet_id"] == id)
+            .map(|e| {
+                let amount = e["amount"].as_i64().unwrap();
+                if e["direction"] == "DEBIT" {
+                    -amount
+                } else {
+                    amount
+                }
+            })
+            .sum();
+        assert_eq!(held, START + moved, "{id} differs from its ledger");
+        total += held;
+    }
+    assert_eq!(
+        total,
+        START * WALLETS.len() as i64,
+        "money was made or lost"
+    );
 }

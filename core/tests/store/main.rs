@@ -34,6 +34,7 @@ conformance!(
     atomic_transfer_moves_money_and_writes_the_ledger,
     failing_transaction_rolls_back_every_write,
     unique_index_violation_is_typed_and_rolls_back,
+    a_duplicate_is_reported_once_the_winner_is_readable,
     concurrent_conditional_debits_never_overdraw,
     write_conflicts_are_retried_transparently,
     pagination_has_no_gaps_or_duplicates_while_inserting,
@@ -44,4 +45,5 @@ conformance!(
     documents_round_trip_exactly,
     config_store_sits_between_defaults_and_environment,
     repository_caches_reads_and_stays_coherent,
+    concurrent_transactions_with_failures_keep_the_books,
 );

@@ -26,6 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Mutex;
 
 use super::errors::engine_error;
+use super::group::Writer;
 use super::{configure, Options};
 use crate::db::{StoreError, StoreResult};
 
@@ -37,7 +38,7 @@ pub(super) struct Checkpointer {
 /// Starts the checkpointer on its own connection to `path`.
 pub(super) fn spawn(
     path: &Path,
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Writer>>,
     options: &Options,
 ) -> StoreResult<Checkpointer> {
     let conn = Connection::open_with_flags(
@@ -69,15 +70,24 @@ pub(super) fn spawn(
 /// One round: a checkpoint beside the writer, then, when the log has grown
 /// past `catch_up_frames` pages, a catch-up with the writer held. Must run
 /// outside any async runtime (it blocks on the writer).
+///
+/// A round also commits a group left open with nobody to end it (its last
+/// expected member gave up waiting for the writer at the wrong moment):
+/// an idle writer never holds an open group for longer than an interval.
 pub(super) fn pass(
     conn: &Connection,
-    writer: &Mutex<Connection>,
+    writer: &Mutex<Writer>,
     catch_up_frames: i64,
 ) -> rusqlite::Result<()> {
+    if let Ok(mut idle) = writer.try_lock() {
+        idle.flush();
+    }
     if checkpoint(conn)? >= catch_up_frames {
         // Waits for the running transaction, then holds the next ones back
-        // for the few frames written since the first checkpoint.
-        let _writer = writer.blocking_lock();
+        // for the few frames written since the first checkpoint; the group
+        // it may have left open commits first, so its members do not wait.
+        let mut writer = writer.blocking_lock();
+        writer.flush();
         checkpoint(conn)?;
     }
     Ok(())

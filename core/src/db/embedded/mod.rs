@@ -5,10 +5,12 @@
 //! is in `docs/decisions/0003-embedded-store.md`.
 //!
 //! Concurrency model: one writer connection behind an async mutex. A
-//! transaction holds the mutex from `BEGIN IMMEDIATE` to `COMMIT`, so
+//! transaction holds the mutex from its start to its commit, so
 //! transactions in this process run one at a time and never conflict:
 //! they are serialisable by construction, and a conditional debit cannot
-//! interleave with another. Reads outside a transaction go to a small pool
+//! interleave with another. Transactions that queue for the writer are
+//! committed together, each in its own savepoint ([`group`]), so the cost
+//! of a commit is paid once per group. Reads outside a transaction go to a small pool
 //! of read-only connections; WAL mode lets them read the last committed
 //! state while the writer works. SQLite calls are short and synchronous,
 //! so they run directly on the async task (no `block_in_place`, which a
@@ -20,6 +22,7 @@
 
 mod checkpoint;
 mod errors;
+mod group;
 mod ops;
 mod sql;
 #[cfg(test)]
@@ -28,7 +31,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -37,13 +40,16 @@ use serde_json::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::errors::{engine_error, INC_ERROR};
+use self::group::{Counts, Ticket, Writer};
 use crate::db::{Document, Filter, FindOptions, IndexSpec, StoreError, StoreResult, Update};
 
 /// Knobs of the engine; the defaults suit a service, tests shorten waits.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    /// How long SQLite waits for a lock held by another process before the
-    /// operation fails with [`StoreError::Conflict`].
+    /// How long a lock held by another process (or another store on the
+    /// same file) is waited for before the operation fails with
+    /// [`StoreError::Conflict`]. Readers wait inside SQLite; a transaction
+    /// start polls with async sleeps, so it never blocks its thread.
     pub(crate) busy_timeout: Duration,
     /// How long a transaction waits for this process's writer before giving
     /// up. Only reached when transactions queue that long, or when code
@@ -79,18 +85,28 @@ impl Default for Options {
 /// distinct statements; re-preparing costs more than the query itself.
 const STATEMENT_CACHE: usize = 256;
 
+/// Scheduler turns a committing transaction waits for others to queue
+/// behind it and join its group, when none is queued yet.
+const GATHER_TURNS: usize = 4;
+
 /// Page cache per connection, in KiB (SQLite's negative `cache_size`).
 const CACHE_KIB: i64 = 16 * 1024;
 
 /// The store on one file; see the module documentation.
 pub(crate) struct EmbeddedStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Writer>>,
+    /// Transactions waiting for the writer. While any wait, a committing
+    /// transaction leaves its group open for them to join.
+    queued: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     readers: Box<[std::sync::Mutex<Connection>]>,
     /// Where the next read starts looking for a free reader, so reads spread
     /// over the pool instead of all trying the first connection.
     next_reader: AtomicUsize,
     writer_wait: Duration,
+    /// How long a transaction start waits for another process's write lock.
+    busy_timeout: Duration,
     /// Runs the WAL checkpoints off the commit path; stops with the store.
     _checkpointer: checkpoint::Checkpointer,
 }
@@ -139,6 +155,12 @@ impl EmbeddedStore {
             .pragma_update(None, "wal_autocheckpoint", 4 * options.catch_up_frames)
             .map_err(engine_error)?;
         register_inc(&writer)?;
+        // From here on the writer never waits inside SQLite: its one
+        // contended statement, `BEGIN IMMEDIATE`, is retried in `begin`
+        // with async sleeps instead. A blocking wait would stall the async
+        // thread, and with it, on a current-thread runtime, the group
+        // commit of another store on the same file that it waits for.
+        writer.busy_timeout(Duration::ZERO).map_err(engine_error)?;
 
         let readers = (0..options.readers.max(1))
             .map(|_| {
@@ -158,14 +180,18 @@ impl EmbeddedStore {
             })
             .collect::<StoreResult<Box<[_]>>>()?;
 
-        let writer = Arc::new(Mutex::new(writer));
+        let counts = Arc::new(Counts::default());
+        let writer = Arc::new(Mutex::new(Writer::new(writer, counts.clone())));
         let checkpointer = checkpoint::spawn(path, writer.clone(), options)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer,
+            queued: Arc::new(AtomicUsize::new(0)),
+            counts,
             readers,
             next_reader: AtomicUsize::new(0),
             writer_wait: options.writer_wait,
+            busy_timeout: options.busy_timeout,
             _checkpointer: checkpointer,
         })
     }
@@ -207,16 +233,24 @@ impl EmbeddedStore {
         self.read(ops::ping)
     }
 
-    /// File size and per-collection document counts.
+    /// File size, per-collection document counts and group commits.
     pub(crate) async fn stats(&self) -> StoreResult<Value> {
         let path = self.path.display().to_string();
-        self.read(|conn| ops::stats(conn, &path))
+        let mut stats = self.read(|conn| ops::stats(conn, &path))?;
+        if let Value::Object(fields) = &mut stats {
+            let commits = self.counts.commits.load(Ordering::Relaxed);
+            let transactions = self.counts.transactions.load(Ordering::Relaxed);
+            fields.insert("commits".to_owned(), commits.into());
+            fields.insert("transactions".to_owned(), transactions.into());
+        }
+        Ok(stats)
     }
 
     /// Starts a transaction, waiting for the writer.
     #[tracing::instrument(level = "trace", skip_all)]
     pub(crate) async fn begin(&self) -> StoreResult<EmbeddedTx> {
-        let conn = tokio::time::timeout(self.writer_wait, self.writer.clone().lock_owned())
+        let queue = Queued::join(&self.queued, &self.writer);
+        let mut writer = tokio::time::timeout(self.writer_wait, self.writer.clone().lock_owned())
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!(
@@ -225,16 +259,25 @@ impl EmbeddedStore {
                     self.writer_wait
                 ))
             })?;
-        if !conn.is_autocommit() {
-            // Cannot happen while EmbeddedTx rolls back on drop; if it ever
-            // does, the left-over transaction must not absorb this one.
-            tracing::warn!("embedded writer was left inside a transaction; rolling it back");
-            conn.execute_batch("ROLLBACK").map_err(engine_error)?;
+        queue.arrived();
+        // Another process (or another store on this file) may hold the
+        // write lock for a moment: poll for it, without blocking the thread.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match writer.begin() {
+                Err(StoreError::Conflict) if started.elapsed() < self.busy_timeout => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                result => break result?,
+            }
         }
-        conn.prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut stmt| stmt.execute([]))
-            .map_err(engine_error)?;
-        Ok(EmbeddedTx { conn, open: true })
+        Ok(EmbeddedTx {
+            writer: Some(writer),
+            released: false,
+            queued: self.queued.clone(),
+        })
     }
 
     /// The document with this id, as last committed.
@@ -321,14 +364,60 @@ fn register_inc(conn: &Connection) -> StoreResult<()> {
     .map_err(engine_error)
 }
 
-/// An open transaction on the writer connection. It owns the writer until
-/// it ends; dropping it without [`EmbeddedTx::commit`] (an early return, a
-/// panic, a cancelled future) rolls back, so the writer is never left
-/// inside a transaction.
+/// A place in the writer's queue, counted in [`EmbeddedStore::queued`]
+/// until the writer is ours.
+struct Queued<'a> {
+    queued: &'a AtomicUsize,
+    writer: &'a Mutex<Writer>,
+    waiting: bool,
+}
+
+impl<'a> Queued<'a> {
+    fn join(queued: &'a AtomicUsize, writer: &'a Mutex<Writer>) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        Self {
+            queued,
+            writer,
+            waiting: true,
+        }
+    }
+
+    /// The writer is ours: no longer waiting.
+    fn arrived(mut self) {
+        self.waiting = false;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Queued<'_> {
+    /// Giving up the wait (a timeout, a cancelled future): a transaction
+    /// may have left its group open for this one, so end the group if
+    /// nobody else is coming. Should the writer be busy, its holder ends
+    /// the group, or the checkpointer does on its next round.
+    fn drop(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        if self.queued.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(mut writer) = self.writer.try_lock() {
+                writer.settle(false);
+            }
+        }
+    }
+}
+
+/// An open transaction on the writer connection: a savepoint inside the
+/// writer's current group (see [`group`]). It owns the writer until it
+/// ends; dropping it without [`EmbeddedTx::commit`] (an early return, a
+/// panic, a cancelled future) rolls it back, so the writer is never left
+/// inside it.
 pub(crate) struct EmbeddedTx {
-    conn: OwnedMutexGuard<Connection>,
-    /// Whether this transaction still has to end (commit or rollback).
-    open: bool,
+    /// The writer while the transaction runs; `None` once it ended.
+    writer: Option<OwnedMutexGuard<Writer>>,
+    /// Whether its savepoint was released into the group: from then on its
+    /// writes are the group's to commit, and ending it no longer undoes them.
+    released: bool,
+    queued: Arc<AtomicUsize>,
 }
 
 impl EmbeddedTx {
@@ -337,14 +426,18 @@ impl EmbeddedTx {
     /// disk); without this check later statements would run in autocommit
     /// mode and commit one by one.
     fn live(&self) -> StoreResult<&Connection> {
-        if self.conn.is_autocommit() {
-            return Err(StoreError::Unavailable(
+        match self.writer.as_deref().map(Writer::conn) {
+            Some(conn) if !conn.is_autocommit() => Ok(conn),
+            _ => Err(StoreError::Unavailable(
                 "the transaction was rolled back by the engine after an earlier failure".to_owned(),
-            ));
+            )),
         }
-        Ok(&self.conn)
     }
 
+    /// Whether a transaction is waiting to continue the group.
+    fn more_coming(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > 0
+    }
     /// Inserts a document.
     #[tracing::instrument(level = "trace", skip_all, fields(collection = collection))]
     pub(crate) async fn insert(&mut self, collection: &str, doc: Document) -> StoreResult<()> {
@@ -404,44 +497,64 @@ impl EmbeddedTx {
     }
 
     /// Makes every write of the transaction durable (see the module docs for
-    /// what durable means with `synchronous=NORMAL`).
+    /// what durable means with `synchronous=NORMAL`): its savepoint joins
+    /// the group, which commits when no other transaction is waiting to
+    /// join it; this returns once that commit is done.
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
         self.live()?;
-        let result = self
-            .conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut stmt| stmt.execute([]));
-        // A failed COMMIT may leave the transaction open; drop rolls it back.
-        self.open = !self.conn.is_autocommit();
-        result.map(drop).map_err(engine_error)
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StoreError::Unavailable(
+                "the transaction already ended".to_owned(),
+            ));
+        };
+        // On failure the savepoint is still there: dropping `self` undoes it.
+        let ticket = writer.release()?;
+        self.released = true;
+        // The members of the last group were woken by its commit and are
+        // about to queue again; a few turns of the scheduler let them
+        // arrive and join this group instead of each starting its own.
+        // Alone, a transaction pays a few yields, a microsecond or so.
+        for _ in 0..GATHER_TURNS {
+            let has_room = self.writer.as_ref().is_some_and(|w| w.has_room());
+            if self.more_coming() || !has_room {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.end();
+        ticket.outcome().await
     }
 
-    /// Discards every write of the transaction.
+    /// Discards every write of the transaction, returning once the writes
+    /// of the earlier members of its group it may have seen are committed
+    /// (or have failed), so a caller that saw "duplicate key" finds the
+    /// existing document with a plain read.
     pub(crate) async fn abort(mut self) {
-        self.rollback();
+        if let Some(ticket) = self.end() {
+            // Their outcome is theirs to report; this transaction failed
+            // either way.
+            let _ = ticket.outcome().await;
+        }
     }
 
-    fn rollback(&mut self) {
-        if !self.open {
-            return;
-        }
-        self.open = false;
-        if self.conn.is_autocommit() {
-            return;
-        }
-        let result = self
-            .conn
-            .prepare_cached("ROLLBACK")
-            .and_then(|mut stmt| stmt.execute([]));
-        if let Err(err) = result {
-            // The next `begin` sees the open transaction and retries.
-            tracing::error!(error = %err, "embedded rollback failed");
-        }
+    /// Gives the writer back: undoes the transaction unless it was
+    /// released into the group, then ends the group if nobody is coming to
+    /// continue it. Returns the group's ticket when an undone transaction
+    /// shared its group with waiting members.
+    fn end(&mut self) -> Option<Ticket> {
+        let mut writer = self.writer.take()?;
+        let ticket = if self.released {
+            None
+        } else {
+            writer.rollback()
+        };
+        writer.settle(self.more_coming());
+        ticket
     }
 }
 
 impl Drop for EmbeddedTx {
     fn drop(&mut self) {
-        self.rollback();
+        self.end();
     }
 }

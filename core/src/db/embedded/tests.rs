@@ -484,3 +484,170 @@ async fn the_log_starts_over_after_a_catch_up_checkpoint() {
     );
     assert_eq!(store.count("notes", &Filter::all()).await.unwrap(), 400);
 }
+
+/// Yields until `n` transactions wait for the writer.
+async fn until_queued(store: &EmbeddedStore, n: usize) {
+    while store.queued.load(std::sync::atomic::Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_transaction_in_a_group_leaves_no_trace_while_its_neighbours_commit() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    // The first transaction holds the writer while three more queue behind
+    // it, so all four run in one group.
+    let mut first = store.begin().await.unwrap();
+    first
+        .insert("notes", doc(json!({"_id": "first", "n": 1})))
+        .await
+        .unwrap();
+
+    let failing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.insert("notes", doc(json!({"_id": "failed"})))
+                .await
+                .unwrap();
+            tx.update_one("notes", &Filter::id("first"), &Update::new().inc("n", 10))
+                .await
+                .unwrap();
+            // It sees the first one's write, released into the group, and
+            // collides with it; then it gives up, undoing its own writes.
+            let err = tx
+                .insert("notes", doc(json!({"_id": "first"})))
+                .await
+                .unwrap_err();
+            drop(tx);
+            err
+        }
+    });
+    until_queued(&store, 1).await;
+    let committing = |id: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            tx.insert("notes", doc(json!({"_id": id}))).await?;
+            tx.update_one("notes", &Filter::id("first"), &Update::new().inc("n", 1))
+                .await?;
+            tx.commit().await
+        })
+    };
+    let second = committing("second");
+    until_queued(&store, 2).await;
+    let third = committing("third");
+    until_queued(&store, 3).await;
+
+    // Returns once the group committed, which the last member does.
+    first.commit().await.unwrap();
+    second.await.unwrap().unwrap();
+    third.await.unwrap().unwrap();
+    let err = failing.await.unwrap();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+
+    assert_eq!(
+        ids(&store, "notes", Filter::all()).await,
+        ["first", "second", "third"]
+    );
+    let first = store.get("notes", "first").await.unwrap().unwrap();
+    assert_eq!(first["n"], 3, "only the committed increments count");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats["commits"], 1, "one group commit: {stats}");
+    assert_eq!(stats["transactions"], 3, "{stats}");
+}
+
+#[tokio::test]
+async fn a_group_is_committed_when_the_transaction_it_waited_for_gives_up() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    let mut first = store.begin().await.unwrap();
+    first
+        .insert("notes", doc(json!({"_id": "first"})))
+        .await
+        .unwrap();
+    // A transaction that queues for the writer, then is cancelled (a
+    // client went away) while the first one leaves the group open for it.
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let tx = store.begin().await;
+            std::future::pending::<()>().await;
+            drop(tx);
+        }
+    });
+    until_queued(&store, 1).await;
+    let committer = tokio::spawn(first.commit());
+    tokio::task::yield_now().await;
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+
+    // Bounded only so a regression fails instead of hanging.
+    tokio::time::timeout(Duration::from_secs(10), committer)
+        .await
+        .expect("the group was committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&store, "notes", Filter::all()).await, ["first"]);
+    insert(&store, "notes", json!({"_id": "next"})).await;
+    assert_eq!(ids(&store, "notes", Filter::all()).await, ["first", "next"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_see_every_earlier_commit() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    insert(&store, "counters", json!({"_id": "c", "value": 0})).await;
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                // Read-modify-write without a condition: correct only if
+                // each transaction sees every one serialised before it,
+                // including those still waiting for their group's commit.
+                let mut tx = store.begin().await.unwrap();
+                let current = tx.get("counters", "c").await.unwrap().unwrap()["value"]
+                    .as_i64()
+                    .unwrap();
+                tx.update_one(
+                    "counters",
+                    &Filter::id("c"),
+                    &Update::new().set("value", current + 1),
+                )
+                .await
+                .unwrap();
+                tx.insert(
+                    "log",
+                    doc(json!({"_id": format!("{task}-{i}"), "seen": current})),
+                )
+                .await
+                .unwrap();
+                if i % 5 == 4 {
+                    // Every fifth one rolls back: its increment never counts.
+                    tx.abort().await;
+                } else {
+                    tx.commit().await.unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let committed = 16 * 40;
+    let value = store.get("counters", "c").await.unwrap().unwrap()["value"].clone();
+    assert_eq!(value, json!(committed));
+    // Every committed transaction saw a distinct predecessor count.
+    let seen: std::collections::BTreeSet<i64> = store
+        .find("log", &Filter::all(), &FindOptions::by_id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d["seen"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, (0..committed).collect());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats["transactions"], committed + 1, "{stats}");
+}
