@@ -12,7 +12,7 @@ use service_core::events::{
     handler, BonusPaymentRequested, BusConfig, DomainEvent, EventBus, EventError, OutboxConfig,
     OutboxRelay, UserRegistered, WalletUpdated,
 };
-use service_core::redis::{KeyPrefix, RedisAccessor, RedisError};
+use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use service_core::resilience::RetryPolicy;
 use service_core::server::{Server, Subgraph};
 use tokio::task::JoinHandle;
@@ -60,18 +60,37 @@ async fn balance_cache(
         name: "balances".to_owned(),
         ..CacheConfig::default()
     };
-    let Some(url) = &settings.redis.cache else {
-        return Ok(LayeredCache::l1_only(config));
+    match connect_redis(
+        settings,
+        settings.redis.cache.as_ref(),
+        "balances are cached",
+    )
+    .await?
+    {
+        Some(redis) => Ok(LayeredCache::new(config, Some(redis), shutdown.clone()).await),
+        None => Ok(LayeredCache::l1_only(config)),
+    }
+}
+
+/// Connects to the Redis at `url` under this service's prefix. A Redis that
+/// does not answer at start-up is not fatal: what it would share (`what`)
+/// stays in this process.
+async fn connect_redis(
+    settings: &Settings,
+    url: Option<&RedisUrl>,
+    what: &str,
+) -> Result<Option<RedisAccessor>, BuildError> {
+    let Some(url) = url else {
+        return Ok(None);
     };
     let prefix = KeyPrefix::new(settings.common.brand.clone(), SERVICE)?;
-    let redis = match RedisAccessor::connect(url.expose(), prefix).await {
-        Ok(redis) => Some(redis),
+    match RedisAccessor::connect(url.expose(), prefix).await {
+        Ok(redis) => Ok(Some(redis)),
         Err(err) => {
-            tracing::warn!(error = %err, "Redis unavailable: balances are cached in-process only");
-            None
+            tracing::warn!(error = %err, "Redis unavailable: {what} in this process only");
+            Ok(None)
         }
-    };
-    Ok(LayeredCache::new(config, redis, shutdown.clone()).await)
+    }
 }
 
 /// The payment service, bound and ready to serve.
@@ -142,8 +161,17 @@ impl Application {
             withdrawal_lease: Duration::from_secs(settings.payment.withdrawal_lease_seconds.max(1)),
             default_tenant: settings.common.tenant_id.clone(),
         };
+        let pubsub = connect_redis(
+            &settings,
+            settings.redis.pubsub.as_ref(),
+            "wallet updates reach subscribers",
+        )
+        .await?;
         let service = PaymentService::new(db.clone(), cache, relay.waker(), payouts, policy)
+            .with_live_updates(pubsub)
             .with_metrics(runtime.metrics.registry())?;
+        // Ends with the other background work, when `background` is cancelled.
+        let _relay = service.live_updates().start_relay(background.clone()).await;
         subscribe(&bus, &service).await?;
 
         let schema = crate::schema::build(service.clone());
@@ -313,15 +341,18 @@ async fn subscribe(bus: &EventBus, service: &PaymentService) -> Result<(), Event
         }),
     )
     .await?;
-    // Every instance sees every update: a group of its own.
+    // One instance takes each update off the bus; the live feed hands it to
+    // the subscribers of every instance.
     let updates = service.clone();
     bus.on(
         WalletUpdated::TYPE,
-        &format!("payment-subscriptions-{}", uuid::Uuid::new_v4().simple()),
+        "payment-subscriptions",
         handler(move |event| {
             let service = updates.clone();
             async move {
-                service.publish_update(WalletUpdated::from_event(&event)?);
+                service
+                    .publish_update(&WalletUpdated::from_event(&event)?)
+                    .await;
                 Ok(())
             }
         }),

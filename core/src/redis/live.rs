@@ -75,6 +75,11 @@ where
         let _ = self.local.send(value.clone());
     }
 
+    /// How many subscriptions of this instance are listening.
+    pub fn subscriber_count(&self) -> usize {
+        self.local.receiver_count()
+    }
+
     /// The values `keep` accepts, from now on. A subscriber more than the
     /// buffer behind skips what it missed (and the skip is logged).
     pub fn subscribe(&self, keep: impl Fn(&T) -> bool + Send + 'static) -> BoxStream<'static, T> {

@@ -22,12 +22,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use service_core::cache::LayeredCache;
 use service_core::db::{Database, StoreError, Transaction};
 use service_core::events::{DomainEvent, Outbox, OutboxWaker, WalletUpdated};
+use service_core::redis::{LiveFeed, RedisAccessor};
 use service_core::{ApiError, RequestContext};
-use tokio::sync::broadcast;
 
 pub use bonus::BonusOutcome;
 pub use money::{Amount, Currency, MAX_AMOUNT};
@@ -116,13 +117,21 @@ struct Inner {
     faults: RwLock<Option<FaultInjector>>,
     /// Users seen to exist (ids), in front of the `known_users` collection.
     known: Mutex<HashSet<String>>,
-    /// `wallet.updated` as received from the bus, for subscriptions.
-    updates: broadcast::Sender<WalletUpdated>,
+    /// `wallet.updated` as received from the bus, fanned out to the
+    /// subscriptions of every instance.
+    updates: LiveFeed<WalletUpdated>,
     metrics: Option<reconcile::ReconcileMetrics>,
 }
 
 /// Most ids remembered in memory before the set starts over.
 const KNOWN_CACHE: usize = 100_000;
+
+/// The Redis channel (under the service prefix) wallet updates cross on.
+const UPDATES_CHANNEL: &str = "wallets:live";
+
+fn live_feed(redis: Option<RedisAccessor>) -> LiveFeed<WalletUpdated> {
+    LiveFeed::new(UPDATES_CHANNEL, redis)
+}
 
 impl PaymentService {
     /// The operations over `db`, caching balances in `cache` and paying out
@@ -134,7 +143,6 @@ impl PaymentService {
         payouts: PayoutGateway,
         policy: PaymentPolicy,
     ) -> Self {
-        let (updates, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -144,7 +152,7 @@ impl PaymentService {
                 policy,
                 faults: RwLock::new(None),
                 known: Mutex::new(HashSet::new()),
-                updates,
+                updates: live_feed(None),
                 metrics: None,
             }),
         }
@@ -318,10 +326,25 @@ impl PaymentService {
         })
     }
 
-    /// Feeds a `wallet.updated` event to the subscriptions.
-    pub fn publish_update(&self, update: WalletUpdated) {
-        // No subscriber is not an error.
-        let _ = self.inner.updates.send(update);
+    /// Fans `wallet.updated` out across instances over Redis pub/sub
+    /// (through `redis`; within this process without it). Call before the
+    /// service is shared; start the feed's relay with [`Self::live_updates`].
+    pub fn with_live_updates(mut self, redis: Option<RedisAccessor>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.updates = live_feed(redis),
+            None => tracing::error!("the live feed must be set before the service is shared"),
+        }
+        self
+    }
+
+    /// The feed behind `walletUpdated`.
+    pub fn live_updates(&self) -> &LiveFeed<WalletUpdated> {
+        &self.inner.updates
+    }
+
+    /// Feeds a `wallet.updated` event to the subscriptions of every instance.
+    pub async fn publish_update(&self, update: &WalletUpdated) {
+        self.inner.updates.publish(update).await;
     }
 
     /// Deletes idempotency keys past their expiry (at most `limit`); how
@@ -355,14 +378,17 @@ impl PaymentService {
         Ok(deleted)
     }
 
-    /// How many subscriptions are listening right now.
+    /// How many subscriptions of this instance are listening right now.
     pub fn subscriber_count(&self) -> usize {
-        self.inner.updates.receiver_count()
+        self.inner.updates.subscriber_count()
     }
 
-    /// A stream of every `wallet.updated` this instance receives.
-    pub fn subscribe_updates(&self) -> broadcast::Receiver<WalletUpdated> {
-        self.inner.updates.subscribe()
+    /// The `wallet.updated` events `keep` accepts, from now on.
+    pub fn subscribe_updates(
+        &self,
+        keep: impl Fn(&WalletUpdated) -> bool + Send + 'static,
+    ) -> BoxStream<'static, WalletUpdated> {
+        self.inner.updates.subscribe(keep)
     }
 }
 

@@ -1,9 +1,9 @@
 //! `walletUpdated`: the caller's wallets as they change, fed from the
-//! `wallet.updated` events this instance receives from the bus.
+//! `wallet.updated` events the service's live feed fans out to every
+//! instance.
 
 use async_graphql::{Context, Subscription, ID};
-use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use futures::{Stream, StreamExt};
 
 use super::types::WalletView;
 use super::{request, service};
@@ -31,44 +31,28 @@ impl PaymentSubscription {
             }
         }
         let wallet_id = wallet_id.map(|id| id.0);
-        let receiver = service.subscribe_updates();
-        Ok(futures::stream::unfold(receiver, move |mut receiver| {
-            let user_id = user_id.clone();
-            let wallet_id = wallet_id.clone();
+        let updates = service.subscribe_updates(move |update| {
+            update.user_id == user_id && wallet_id.as_ref().is_none_or(|w| *w == update.wallet_id)
+        });
+        Ok(updates.then(move |update| {
             let service = service.clone();
             async move {
-                loop {
-                    let update = match receiver.recv().await {
-                        Ok(update) => update,
-                        Err(RecvError::Lagged(skipped)) => {
-                            tracing::warn!(skipped, "a walletUpdated subscriber fell behind");
-                            continue;
-                        }
-                        Err(RecvError::Closed) => return None,
-                    };
-                    if update.user_id != user_id
-                        || wallet_id.as_ref().is_some_and(|w| *w != update.wallet_id)
-                    {
-                        continue;
-                    }
-                    let created_at = service
-                        .wallet_created_at(&update.wallet_id)
-                        .await
-                        .unwrap_or(update.updated_at);
-                    let wallet = Wallet {
-                        id: update.wallet_id,
-                        user_id: update.user_id,
-                        tenant_id: String::new(),
-                        currency: update.currency,
-                        balance: update.balance,
-                        bonus_balance: update.bonus_balance,
-                        locked_balance: update.locked_balance,
-                        version: 0,
-                        created_at,
-                        updated_at: update.updated_at,
-                    };
-                    return Some((WalletView(wallet), receiver));
-                }
+                let created_at = service
+                    .wallet_created_at(&update.wallet_id)
+                    .await
+                    .unwrap_or(update.updated_at);
+                WalletView(Wallet {
+                    id: update.wallet_id,
+                    user_id: update.user_id,
+                    tenant_id: String::new(),
+                    currency: update.currency,
+                    balance: update.balance,
+                    bonus_balance: update.bonus_balance,
+                    locked_balance: update.locked_balance,
+                    version: 0,
+                    created_at,
+                    updated_at: update.updated_at,
+                })
             }
         }))
     }
