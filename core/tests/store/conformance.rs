@@ -213,7 +213,10 @@ pub(crate) async fn a_duplicate_is_reported_once_the_winner_is_readable(db: &Tes
                             .find_one("claims", &Filter::all().eq("key", key.clone()))
                             .await
                             .unwrap();
-                        assert!(winner.is_some(), "duplicate reported before {key} was readable");
+                        assert!(
+                            winner.is_some(),
+                            "duplicate reported before {key} was readable"
+                        );
                         false
                     }
                     Err(err) => panic!("unexpected {err:?}"),

@@ -1,6 +1,7 @@
 //! The gateway's own answers over the real supergraph: every limit error
 //! (which does not depend on the stores, so it runs on embedded defaults
-//! only), `errorCodes` and `serviceHealth` (in both modes).
+//! only), `errorCodes`, `serviceHealth`, `configs` and `setConfig` (in
+//! both modes).
 
 use e2e::{first_code, text, Mode, Platform};
 use reqwest::StatusCode;
@@ -247,4 +248,169 @@ async fn error_codes_and_service_health_on_embedded_defaults() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_and_service_health_on_redis_and_mongodb() -> anyhow::Result<()> {
     error_codes_and_service_health(Mode::RedisMongo).await
+}
+
+const CONFIGS: &str = "query($service: String) { configs(service: $service) { service key value sensitive updatedAt } }";
+
+const SET_CONFIG: &str = "mutation($service: String!, $key: String!, $value: JSON!) {
+    setConfig(service: $service, key: $key, value: $value) { service key value sensitive updatedAt }
+}";
+
+/// The entry of `key` in a `configs` answer.
+fn config_entry<'a>(entries: &'a Value, key: &str) -> &'a Value {
+    entries
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["key"] == json!(key)))
+        .unwrap_or_else(|| panic!("{key} missing from {entries}"))
+}
+
+async fn configs_and_set_config(mode: Mode) -> anyhow::Result<()> {
+    let platform = Platform::start(mode).await?;
+    let admin = platform.admin().await?;
+    let token = Some(admin.access_token.as_str());
+    let user = platform.register("frank").await?;
+
+    // A MongoDB connection string with credentials, the real one in the
+    // Redis + MongoDB mode. `configs` resolves the environment of the
+    // gateway *process*, which the platform never changes, so the secret
+    // reaches the gateway through the config store.
+    let password = format!("pw{}", uuid::Uuid::new_v4().simple());
+    let uri = match mode {
+        Mode::Embedded => "mongodb://127.0.0.1:9/?replicaSet=rs".to_owned(),
+        Mode::RedisMongo => std::env::var(e2e::MONGODB_VAR)?,
+    };
+    let secret_uri = uri.replacen("://", &format!("://e2e:{password}@"), 1);
+    let set = platform
+        .post(
+            token,
+            &json!({ "query": SET_CONFIG, "variables": {
+                "service": "storage", "key": "mongodb_uri", "value": secret_uri,
+            } }),
+        )
+        .await?
+        .body;
+    let written = set.to_string();
+    assert!(!written.contains(&password), "{written}");
+    assert_eq!(set["data"]["setConfig"]["value"], json!("***"), "{set}");
+    assert_eq!(set["data"]["setConfig"]["sensitive"], json!(true), "{set}");
+
+    // Every service's settings, the sensitive ones as "***".
+    let all = platform
+        .post(token, &json!({ "query": CONFIGS }))
+        .await?
+        .body;
+    let raw = all.to_string();
+    for secret in [password.as_str(), &secret_uri, &uri, &admin.password] {
+        assert!(!raw.contains(secret), "a secret in {raw}");
+    }
+    let entries = all["data"]["configs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("configs answered {all}"));
+    for (service, key) in [
+        ("auth", "jwt_private_key"),
+        ("auth", "bootstrap_admin_password"),
+        ("storage", "mongodb_uri"),
+    ] {
+        let entry = entries
+            .iter()
+            .find(|e| e["service"] == json!(service) && e["key"] == json!(key))
+            .unwrap_or_else(|| panic!("{service}/{key} missing from {all}"));
+        assert_eq!(entry["value"], json!("***"), "{entry}");
+        assert_eq!(entry["sensitive"], json!(true), "{entry}");
+    }
+    let storage = platform
+        .data(token, CONFIGS, json!({ "service": "storage" }))
+        .await?;
+    let raw = storage.to_string();
+    assert!(!raw.contains(&password), "{raw}");
+    let entries = &storage["configs"];
+    assert!(
+        entries
+            .as_array()
+            .is_some_and(|all| all.iter().all(|e| e["service"] == json!("storage"))),
+        "{storage}"
+    );
+    let stored = config_entry(entries, "mongodb_uri");
+    assert_eq!(stored["value"], json!("***"), "{stored}");
+    assert!(stored["updatedAt"].is_string(), "{stored}");
+
+    // A plain user may neither read nor write.
+    for (query, variables) in [
+        (CONFIGS, json!({})),
+        (
+            SET_CONFIG,
+            json!({ "service": "gateway", "key": "max_depth", "value": 4 }),
+        ),
+    ] {
+        let body = platform
+            .gql(Some(&user.access_token), query, variables)
+            .await?;
+        assert_eq!(
+            first_code(&body).as_deref(),
+            Some("MSCoreForbidden"),
+            "{body}"
+        );
+    }
+
+    // A valid key is stored and shown at once.
+    let data = platform
+        .data(
+            token,
+            SET_CONFIG,
+            json!({ "service": "gateway", "key": "max_depth", "value": 12 }),
+        )
+        .await?;
+    let set = &data["setConfig"];
+    assert_eq!(set["service"], json!("gateway"), "{set}");
+    assert_eq!(set["key"], json!("max_depth"), "{set}");
+    assert_eq!(set["value"], json!(12), "{set}");
+    assert_eq!(set["sensitive"], json!(false), "{set}");
+    assert!(set["updatedAt"].is_string(), "{set}");
+    let data = platform
+        .data(token, CONFIGS, json!({ "service": "gateway" }))
+        .await?;
+    assert_eq!(
+        config_entry(&data["configs"], "max_depth")["value"],
+        json!(12)
+    );
+
+    // An unknown key is refused and stores nothing.
+    let body = platform
+        .gql(
+            token,
+            SET_CONFIG,
+            json!({ "service": "gateway", "key": "no_such_key", "value": 1 }),
+        )
+        .await?;
+    assert_eq!(
+        first_code(&body).as_deref(),
+        Some("MSCoreValidation"),
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"],
+        json!("key"),
+        "{body}"
+    );
+    let data = platform
+        .data(token, CONFIGS, json!({ "service": "gateway" }))
+        .await?;
+    assert!(
+        data["configs"]
+            .as_array()
+            .is_some_and(|all| all.iter().all(|e| e["key"] != json!("no_such_key"))),
+        "{data}"
+    );
+
+    platform.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_redact_secrets_and_set_config_writes_on_embedded_defaults() -> anyhow::Result<()> {
+    configs_and_set_config(Mode::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_redact_secrets_and_set_config_writes_on_redis_and_mongodb() -> anyhow::Result<()> {
+    configs_and_set_config(Mode::RedisMongo).await
 }

@@ -6,4 +6,5 @@ mod bonus;
 mod degraded;
 mod gateway;
 mod money;
+mod subscriptions;
 mod transport;
