@@ -319,6 +319,29 @@ fn with_type(
     response
 }
 
+/// What the gateway answers while it composes its first supergraph: alive,
+/// not ready, and a coded "unavailable" for GraphQL.
+pub(crate) fn starting_router() -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route(
+            "/health/ready",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "status": "starting" })),
+                )
+            }),
+        )
+        .fallback(|| async {
+            let error = GraphqlError::new(
+                service_core::error::codes::UNAVAILABLE,
+                "The gateway is starting, try again in a moment",
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, Json(error_body(&error)))
+        })
+}
+
 async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }

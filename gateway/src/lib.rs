@@ -40,6 +40,18 @@ pub use config::{GatewaySettings, StartFlags, SubgraphEndpoint};
 pub use gateway::{Gateway, GatewayDeps, GraphqlRequest};
 pub use metrics::GatewayMetrics;
 
+/// Why [`Application::start`] could not start the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The supergraph could not be loaded or composed.
+    #[error(transparent)]
+    Compose(#[from] compose::ComposeError),
+}
+
 /// A bound gateway, ready to serve.
 pub struct Application {
     listener: TcpListener,
@@ -54,6 +66,37 @@ impl Application {
         Ok(Self {
             listener,
             gateway,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Binds `settings.addr` first, answers `/health/live` (200) and
+    /// `/health/ready` (503, `starting`) while the gateway fetches and
+    /// composes its subgraphs (which may take until
+    /// `GATEWAY_STARTUP_TIMEOUT_SECS` when they are slow to come up), then
+    /// serves the gateway on the same socket. Connections arriving during
+    /// the switch wait in the socket's backlog; none is refused.
+    pub async fn start(settings: GatewaySettings, deps: GatewayDeps) -> Result<Self, StartError> {
+        let std_listener = std::net::TcpListener::bind(&settings.addr)?;
+        std_listener.set_nonblocking(true)?;
+        let interim = TcpListener::from_std(std_listener.try_clone()?)?;
+        let composed = CancellationToken::new();
+        let until_composed = composed.clone();
+        let health = tokio::spawn(async move {
+            axum::serve(interim, http::starting_router())
+                .with_graceful_shutdown(until_composed.cancelled_owned())
+                .await
+        });
+        let built = Gateway::build(settings, deps).await;
+        composed.cancel();
+        match health.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "the start-up health server failed"),
+            Err(err) => tracing::warn!(error = %err, "the start-up health server ended abnormally"),
+        }
+        Ok(Self {
+            listener: TcpListener::from_std(std_listener)?,
+            gateway: built?,
             shutdown: CancellationToken::new(),
         })
     }

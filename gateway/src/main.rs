@@ -23,8 +23,7 @@ async fn serve(flags: gateway::StartFlags) -> anyhow::Result<()> {
         );
     }
     let deps = gateway::GatewayDeps::from_common(&common).await?;
-    let gateway = gateway::Gateway::build(settings, deps).await?;
-    let app = gateway::Application::bind(gateway).await?;
+    let app = gateway::Application::start(settings, deps).await?;
     tracing::info!(addr = %app.local_addr()?, "gateway ready");
     app.run_until_stopped().await?;
     Ok(())

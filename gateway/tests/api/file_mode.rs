@@ -215,3 +215,68 @@ async fn the_binary_serves_a_supergraph_file_named_by_the_flag() {
         ]}})
     );
 }
+
+/// `gateway serve --subgraphs ...` with its subgraph not up yet: the
+/// process answers health at once (live, not ready) and GraphQL with a
+/// coded "unavailable" while it keeps trying to compose.
+#[tokio::test]
+async fn the_binary_answers_health_while_its_subgraphs_are_not_up() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("serve")
+        .arg("--subgraphs")
+        .arg(format!("late=http://127.0.0.1:{dead_port}/graphql"))
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("GATEWAY_STARTUP_TIMEOUT_SECS", "120")
+        .env("DATA_DIR", data.path())
+        .env_remove("MONGODB_URI")
+        .env_remove("GATEWAY_SUPERGRAPH_PATH")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_STATE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut live = None;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{base}/health/live")).send().await {
+            live = Some(response.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(live, Some(reqwest::StatusCode::OK));
+    let ready = client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"status": "starting"})
+    );
+    let answer = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        json!("MSCoreUnavailable")
+    );
+}
