@@ -115,6 +115,21 @@ pub struct GatewaySettings {
     /// `setConfig`), from the storage variables for service `gateway`.
     /// `None`: those fields answer `MSCoreUnavailable`.
     pub database: Option<DbConfig>,
+    /// The variables the settings were read from: `configs` resolves every
+    /// service's keys against them, and stored settings are applied under
+    /// them (a variable still wins over a stored value).
+    pub vars: StartVars,
+}
+
+/// The start-up variables, kept for `configs` and stored settings. Their
+/// `Debug` names how many there are, never their values (secrets among them).
+#[derive(Clone, Default)]
+pub struct StartVars(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for StartVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StartVars({} variables)", self.0.len())
+    }
 }
 
 impl GatewaySettings {
@@ -154,11 +169,7 @@ impl GatewaySettings {
     /// Reads the settings from the process environment, the database
     /// included (`MONGODB_URI`, else the embedded store under `DATA_DIR`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut settings =
-            Self::from_layers(&LayeredConfig::new(Self::spec()).with_env(std::env::vars())?)?;
-        let common = CommonConfig::from_env()?;
-        settings.database = Some(DbConfig::from_vars(SERVICE, &common, std::env::vars())?);
-        Ok(settings)
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads the settings, the database included, from `vars` instead of
@@ -173,7 +184,8 @@ impl GatewaySettings {
         let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
             .with_env(vars.iter().cloned())?
             .build()?;
-        settings.database = Some(DbConfig::from_vars(SERVICE, &common, vars)?);
+        settings.database = Some(DbConfig::from_vars(SERVICE, &common, vars.iter().cloned())?);
+        settings.vars = StartVars(vars);
         Ok(settings)
     }
 
@@ -273,6 +285,7 @@ impl GatewaySettings {
             breaker_failures: raw.breaker_failures.max(1),
             breaker_reset: Duration::from_millis(raw.breaker_reset_ms.max(1)),
             database: None,
+            vars: StartVars::default(),
         })
     }
 }
@@ -345,6 +358,7 @@ impl Default for GatewaySettings {
             breaker_failures: 5,
             breaker_reset: Duration::from_secs(5),
             database: None,
+            vars: StartVars::default(),
         }
     }
 }

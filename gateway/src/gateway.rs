@@ -361,7 +361,7 @@ impl Gateway {
             .get()
             .await
             .map_err(|err| ApiError::unavailable("config store").with_cause(err))?;
-        Ok(ConfigAdmin::new(db))
+        Ok(ConfigAdmin::new(db, self.inner.settings.vars.0.clone()))
     }
 
     /// Runs one GraphQL request for `caller`.
@@ -605,7 +605,7 @@ async fn apply_stored_settings(settings: &mut GatewaySettings, db: &Arc<Database
     if stored.is_empty() {
         return;
     }
-    match settings.apply_stored(stored, std::env::vars()) {
+    match settings.apply_stored(stored, settings.vars.0.clone()) {
         Ok(applied) if !applied.is_empty() => {
             tracing::info!(keys = ?applied, "stored gateway settings applied");
         }

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::LOCAL_SUBGRAPH;
-pub use config::{GatewaySettings, StartFlags, SubgraphEndpoint};
+pub use config::{GatewaySettings, StartFlags, StartVars, SubgraphEndpoint};
 pub use gateway::{Gateway, GatewayDeps, GraphqlRequest};
 pub use metrics::GatewayMetrics;
 

@@ -125,13 +125,16 @@ fn carries_credentials(value: &Value) -> bool {
 #[derive(Clone)]
 pub(crate) struct ConfigAdmin {
     store: ConfigStore,
+    /// The gateway's start-up variables, which `configs` resolves against.
+    vars: Vec<(String, String)>,
 }
 
 impl ConfigAdmin {
-    /// The admin over the gateway's database.
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    /// The admin over the gateway's database, resolving against `vars`.
+    pub(crate) fn new(db: Arc<Database>, vars: Vec<(String, String)>) -> Self {
         Self {
             store: ConfigStore::new(db),
+            vars,
         }
     }
 
@@ -234,7 +237,7 @@ impl ConfigAdmin {
     }
 
     /// One service's keys resolved as its process would resolve them, were
-    /// it started with the gateway's environment.
+    /// it started with the gateway's start-up variables.
     async fn service_entries(&self, spec: ConfigSpec) -> Result<Vec<ConfigEntry>, ApiError> {
         let service = spec.service;
         let stored = self.known_stored(&spec).await?;
@@ -244,8 +247,8 @@ impl ConfigAdmin {
         // One variable at a time: a variable the gateway's environment
         // holds for another process and cannot parse is that process's
         // start-up error, not a reason to hide every other setting.
-        for (name, raw) in std::env::vars() {
-            if let Ok(next) = layers.clone().with_env([(name, raw)]) {
+        for (name, raw) in &self.vars {
+            if let Ok(next) = layers.clone().with_env([(name.clone(), raw.clone())]) {
                 layers = next;
             }
         }
