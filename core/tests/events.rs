@@ -14,7 +14,7 @@ use service_core::events::{
     handler, BusConfig, Event, EventBus, EventError, EventMetrics, Handler, HandlerError, Outbox,
     OutboxConfig, OutboxRelay, StreamsConfig, OUTBOX_COLLECTION,
 };
-use service_core::redis::{KeyPrefix, RedisAccessor};
+use service_core::redis::{KeyPrefix, RedisAccessor, RedisUrl};
 use service_core::resilience::RetryPolicy;
 use service_core::telemetry::Metrics;
 
@@ -1118,5 +1118,58 @@ mod webhooks {
             .register("http://127.0.0.1/x", Vec::new(), SECRET.into())
             .await
             .is_err());
+    }
+}
+
+/// `EventBus::connect`, as each service process calls it: with a Redis URL,
+/// two buses of one brand (two processes) hear each other over Redis
+/// Streams; without one, a bus keeps its events to itself.
+#[tokio::test]
+async fn connected_buses_of_one_brand_hear_each_other() {
+    let brand = unique_brand();
+    let url = RedisUrl::parse(redis_url()).unwrap();
+    let producer = EventBus::connect(Some(&url), &brand, fast_config())
+        .await
+        .unwrap();
+    let consumer = EventBus::connect(Some(&url), &brand, fast_config())
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    consumer
+        .on("test.connected", "consumers", calls.handler())
+        .await
+        .unwrap();
+    let event = producer
+        .emit("test.connected", "t1", None, json!({}))
+        .await
+        .unwrap();
+    eventually("the other process's bus handled it", || {
+        calls.of(&event.id) == 1
+    })
+    .await;
+
+    let alone = EventBus::connect(None, &brand, fast_config())
+        .await
+        .unwrap();
+    let local = Calls::default();
+    consumer
+        .on("test.alone", "consumers", local.handler())
+        .await
+        .unwrap();
+    alone
+        .emit("test.alone", "t1", None, json!({}))
+        .await
+        .unwrap();
+    producer
+        .emit("test.connected", "t1", None, json!({}))
+        .await
+        .unwrap();
+    eventually("a later connected event arrived", || {
+        calls.types().len() == 2
+    })
+    .await;
+    assert!(local.types().is_empty(), "an in-process bus reached Redis");
+    for bus in [producer, consumer, alone] {
+        bus.shutdown().await;
     }
 }
