@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payment_service::domain::{
-    Amount, Currency, DepositCommand, PaymentPolicy, PayoutGateway, TransferCommand,
+    Amount, Currency, PaymentPolicy, PayoutGateway, TransferCommand, WalletCommand,
 };
 use payment_service::PaymentService;
 use rand::rngs::StdRng;
@@ -99,7 +99,7 @@ async fn scenario(name: &'static str, wallets: usize, transfers: usize) -> Outco
         service
             .deposit(
                 &ctx("admin", &["admin"], &access),
-                DepositCommand {
+                WalletCommand {
                     wallet_id: wallet.id,
                     amount: Amount::positive(START).unwrap(),
                     idempotency_key: None,

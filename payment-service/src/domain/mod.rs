@@ -32,11 +32,10 @@ use service_core::{ApiError, RequestContext};
 
 pub use bonus::BonusOutcome;
 pub use money::{Amount, Currency, MAX_AMOUNT};
-pub use movements::{DepositCommand, TransferCommand};
+pub use movements::{TransferCommand, WalletCommand};
 pub use payout::{HttpPayoutProvider, ManualSettlement, PayoutGateway, PayoutProvider};
 pub use reads::{Page, TransferPage};
 pub use reconcile::{Mismatch, ReconciliationReport};
-pub use withdrawals::WithdrawCommand;
 
 use crate::store::Wallet;
 

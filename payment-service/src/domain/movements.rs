@@ -20,10 +20,11 @@ use crate::store::{
 /// Longest description kept.
 pub(crate) const MAX_DESCRIPTION: usize = 500;
 
-/// `deposit`'s validated input.
+/// The validated input of `deposit` and `withdraw`: money into or out of
+/// one wallet.
 #[derive(Clone, Debug)]
-pub struct DepositCommand {
-    /// The credited wallet.
+pub struct WalletCommand {
+    /// The credited or debited wallet.
     pub wallet_id: String,
     /// How much.
     pub amount: Amount,
@@ -97,7 +98,7 @@ impl PaymentService {
     pub async fn deposit(
         &self,
         ctx: &RequestContext,
-        cmd: DepositCommand,
+        cmd: WalletCommand,
     ) -> ApiResult<LedgerEntry> {
         let caller = self.caller(ctx).await?;
         // A collection-level check: the permission is `wallet:deposit:*`.

@@ -24,7 +24,7 @@ use service_core::{ApiError, ApiResult, RequestContext};
 
 use super::idempotency::IdempotencyKey;
 use super::ledger::{self, Cause, Leg};
-use super::movements::check_description;
+use super::movements::{check_description, WalletCommand};
 use super::payout::{PayoutError, PayoutReceipt, PayoutRequest};
 use super::{fault_points, stage, wallet_updated, Failure, PaymentService, StoredResult};
 use crate::domain::money::Amount;
@@ -32,19 +32,6 @@ use crate::store::{
     BalanceType, EntryDirection, LedgerEntry, TransactionType, Withdrawal, WithdrawalStatus,
     TRANSACTIONS, WITHDRAWALS,
 };
-
-/// `withdraw`'s validated input.
-#[derive(Clone, Debug)]
-pub struct WithdrawCommand {
-    /// The debited wallet (the caller's).
-    pub wallet_id: String,
-    /// How much.
-    pub amount: Amount,
-    /// The caller's idempotency key.
-    pub idempotency_key: Option<String>,
-    /// Free text.
-    pub description: Option<String>,
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -61,7 +48,7 @@ impl PaymentService {
     pub async fn withdraw(
         &self,
         ctx: &RequestContext,
-        cmd: WithdrawCommand,
+        cmd: WalletCommand,
     ) -> ApiResult<LedgerEntry> {
         let caller = self.caller(ctx).await?;
         check_description(&cmd.description)?;

@@ -1,13 +1,14 @@
 //! Mutation fields: wallets and money movements. Input is parsed into the
 //! domain's newtypes here; the domain never sees an unchecked amount.
 
-use async_graphql::{Context, Object};
+use async_graphql::{Context, Object, ID};
 
 use super::types::{
-    DepositInput, TransactionView, TransferInput, TransferView, WalletView, WithdrawInput,
+    AmountScalar, DepositInput, TransactionView, TransferInput, TransferView, WalletView,
+    WithdrawInput,
 };
 use super::{request, service};
-use crate::domain::{Amount, Currency, DepositCommand, TransferCommand, WithdrawCommand};
+use crate::domain::{Amount, Currency, TransferCommand, WalletCommand};
 
 /// The payment subgraph's mutations.
 pub struct PaymentMutation;
@@ -35,18 +36,13 @@ impl PaymentMutation {
     ) -> async_graphql::Result<TransactionView> {
         let ctx_req = request(ctx)?;
         ctx_req.user()?;
-        let amount = Amount::from_json(&input.amount.0)?;
-        let entry = service(ctx)?
-            .deposit(
-                ctx_req,
-                DepositCommand {
-                    wallet_id: input.wallet_id.0,
-                    amount,
-                    idempotency_key: input.idempotency_key,
-                    description: input.description,
-                },
-            )
-            .await?;
+        let command = wallet_command(
+            input.wallet_id,
+            &input.amount,
+            input.idempotency_key,
+            input.description,
+        )?;
+        let entry = service(ctx)?.deposit(ctx_req, command).await?;
         Ok(TransactionView(entry))
     }
 
@@ -58,18 +54,13 @@ impl PaymentMutation {
     ) -> async_graphql::Result<TransactionView> {
         let ctx_req = request(ctx)?;
         ctx_req.user()?;
-        let amount = Amount::from_json(&input.amount.0)?;
-        let entry = service(ctx)?
-            .withdraw(
-                ctx_req,
-                WithdrawCommand {
-                    wallet_id: input.wallet_id.0,
-                    amount,
-                    idempotency_key: input.idempotency_key,
-                    description: input.description,
-                },
-            )
-            .await?;
+        let command = wallet_command(
+            input.wallet_id,
+            &input.amount,
+            input.idempotency_key,
+            input.description,
+        )?;
+        let entry = service(ctx)?.withdraw(ctx_req, command).await?;
         Ok(TransactionView(entry))
     }
 
@@ -97,4 +88,20 @@ impl PaymentMutation {
             .await?;
         Ok(TransferView(transfer))
     }
+}
+
+/// The domain command behind `deposit` and `withdraw`, whose inputs carry
+/// the same fields.
+fn wallet_command(
+    wallet_id: ID,
+    amount: &AmountScalar,
+    idempotency_key: Option<String>,
+    description: Option<String>,
+) -> async_graphql::Result<WalletCommand> {
+    Ok(WalletCommand {
+        wallet_id: wallet_id.0,
+        amount: Amount::from_json(&amount.0)?,
+        idempotency_key,
+        description,
+    })
 }

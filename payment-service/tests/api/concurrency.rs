@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use payment_service::domain::{Amount, Currency, DepositCommand, TransferCommand};
+use payment_service::domain::{Amount, Currency, TransferCommand, WalletCommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use service_core::codes as core_codes;
@@ -23,7 +23,7 @@ async fn run(app: TestApp, wallets: usize, transfers: usize, tasks: usize) {
         app.service
             .deposit(
                 &admin,
-                DepositCommand {
+                WalletCommand {
                     wallet_id: wallet.id.clone(),
                     amount: Amount::positive(START).unwrap(),
                     idempotency_key: None,
@@ -132,7 +132,7 @@ async fn first_receipts_race(app: TestApp, senders: usize) {
         app.service
             .deposit(
                 &admin,
-                DepositCommand {
+                WalletCommand {
                     wallet_id: wallet.id,
                     amount: Amount::positive(100).unwrap(),
                     idempotency_key: None,
