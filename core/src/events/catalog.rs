@@ -156,6 +156,10 @@ pub struct WalletUpdated {
     pub locked_balance: i64,
     /// When the change committed.
     pub updated_at: DateTime<Utc>,
+    /// When the wallet was opened, so subscribers need no lookup. Absent in
+    /// events emitted before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 domain_event!(WalletUpdated, "wallet.updated");
 

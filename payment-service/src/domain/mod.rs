@@ -402,16 +402,6 @@ impl WalletNotFound {
     }
 }
 
-impl PaymentService {
-    /// When a wallet was created (for subscription payloads).
-    pub async fn wallet_created_at(&self, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        let doc = self.inner.db.get(crate::store::WALLETS, id).await.ok()??;
-        service_core::db::from_document::<Wallet>(doc)
-            .ok()
-            .map(|w| w.created_at)
-    }
-}
-
 /// The signed-in caller of an operation.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
@@ -443,6 +433,7 @@ pub(crate) fn wallet_updated(wallet: &Wallet) -> WalletUpdated {
         bonus_balance: wallet.bonus_balance,
         locked_balance: wallet.locked_balance,
         updated_at: wallet.updated_at,
+        created_at: Some(wallet.created_at),
     }
 }
 

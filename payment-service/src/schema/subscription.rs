@@ -34,26 +34,19 @@ impl PaymentSubscription {
         let updates = service.subscribe_updates(move |update| {
             update.user_id == user_id && wallet_id.as_ref().is_none_or(|w| *w == update.wallet_id)
         });
-        Ok(updates.then(move |update| {
-            let service = service.clone();
-            async move {
-                let created_at = service
-                    .wallet_created_at(&update.wallet_id)
-                    .await
-                    .unwrap_or(update.updated_at);
-                WalletView(Wallet {
-                    id: update.wallet_id,
-                    user_id: update.user_id,
-                    tenant_id: String::new(),
-                    currency: update.currency,
-                    balance: update.balance,
-                    bonus_balance: update.bonus_balance,
-                    locked_balance: update.locked_balance,
-                    version: 0,
-                    created_at,
-                    updated_at: update.updated_at,
-                })
-            }
+        Ok(updates.map(|update| {
+            WalletView(Wallet {
+                created_at: update.created_at.unwrap_or(update.updated_at),
+                id: update.wallet_id,
+                user_id: update.user_id,
+                tenant_id: String::new(),
+                currency: update.currency,
+                balance: update.balance,
+                bonus_balance: update.bonus_balance,
+                locked_balance: update.locked_balance,
+                version: 0,
+                updated_at: update.updated_at,
+            })
         }))
     }
 }
