@@ -1,7 +1,8 @@
 //! Whole-system tests: a [`Platform`] starts the four subgraphs and the
 //! federated gateway in this process, each a real HTTP server on a loopback
 //! port, and the tests in `tests/` drive it only through the gateway's
-//! public HTTP API (`API.md`).
+//! public HTTP API (`API.md`). [`load`] drives the benchmarks' and the
+//! soak's traffic.
 //!
 //! Every platform is private to its test: its own Ed25519 signing key (the
 //! auth service signs, every subgraph and the gateway verify), its own
@@ -10,6 +11,8 @@
 //! prefixes its Redis keys. Settings are built from explicit variable lists,
 //! never from the process environment, so tests run in parallel.
 #![warn(missing_docs)]
+
+pub mod load;
 
 use std::collections::BTreeMap;
 use std::future::Future;
