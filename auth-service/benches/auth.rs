@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use auth_service::domain::password::PasswordHasher;
-use auth_service::domain::sessions::{SessionPolicy, Sessions};
+use auth_service::domain::sessions::{RevocationNotices, SessionPolicy, Sessions};
 use auth_service::domain::tokens::SuccessorKey;
 use auth_service::domain::{AuthParts, AuthService, LockoutPolicy, NewUser, OtpPolicy};
 use auth_service::store::Store;
@@ -121,9 +121,14 @@ async fn service(dir: &tempfile::TempDir) -> AuthService {
             ttl: Duration::from_secs(3600),
             grace: Duration::from_secs(10),
             cache_ttl: Duration::from_secs(60),
+            access_ttl: Duration::from_secs(900),
         },
         LayeredCache::l1_only(CacheConfig::default()),
         SuccessorKey::random(),
+        RevocationNotices {
+            outbox: relay.waker(),
+            tenant_id: "default".to_owned(),
+        },
     );
     AuthService::new(AuthParts {
         store,

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use service_core::app::{ServiceRuntime, StartupError};
-use service_core::auth::{JwtSettings, SigningKey, TokenIssuer, TokenVerifier};
+use service_core::auth::{JwtSettings, RevocationList, SigningKey, TokenIssuer, TokenVerifier};
 use service_core::cache::{CacheConfig, L1Capacity, LayeredCache};
 use service_core::config::{AppEnv, ConfigError};
 use service_core::db::{Database, DatabaseHealth, StoreError};
-use service_core::events::{BusConfig, EventBus, OutboxConfig, OutboxRelay};
+use service_core::events::{BusConfig, EventBus, EventError, OutboxConfig, OutboxRelay};
 use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use service_core::resilience::{AttemptCounter, RateLimiter};
 use service_core::server::{Server, Subgraph};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::domain::password::{HashError, PasswordHasher};
-use crate::domain::sessions::{SessionPolicy, Sessions};
+use crate::domain::sessions::{RevocationNotices, SessionPolicy, Sessions};
 use crate::domain::tokens::SuccessorKey;
 use crate::domain::{AuthParts, AuthService, LockoutPolicy, OtpPolicy};
 use crate::store::Store;
@@ -48,6 +48,9 @@ pub enum BuildError {
     /// A Redis URL or key prefix is invalid.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+    /// The event bus refused a subscription (the revocation feed).
+    #[error("events: {0}")]
+    Events(#[from] EventError),
     /// The store could not be opened or indexed.
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -169,7 +172,7 @@ impl Application {
         let key = signing_key(&settings)?;
         let jwt = JwtSettings::new(&settings.common.jwt_issuer, &settings.common.jwt_audience)
             .with_access_ttl(Duration::from_secs(settings.auth.access_ttl_seconds));
-        let verifier = Arc::new(verifier(&settings, &key, &jwt)?);
+        let verifier = verifier(&settings, &key, &jwt)?;
         let issuer = Arc::new(TokenIssuer::new(key, jwt));
 
         let db = Arc::new(Database::open(&settings.db).await?);
@@ -188,6 +191,10 @@ impl Application {
             }
         };
         let relay = OutboxRelay::new(db.clone(), bus.clone(), OutboxConfig::default());
+        // This service checks sessions in its store too; the list makes the
+        // server kit refuse ended sessions before any resolver runs, as the
+        // other services do.
+        let verifier = Arc::new(verifier.with_revocations(RevocationList::follow(&bus).await?));
         let background = CancellationToken::new();
         let auth = &settings.auth;
         let state = connect_redis(&settings, settings.redis.state.as_ref(), "login counts").await?;
@@ -215,9 +222,14 @@ impl Application {
                 ttl: Duration::from_secs(auth.refresh_ttl_seconds),
                 grace: Duration::from_secs(auth.refresh_grace_seconds),
                 cache_ttl: session_cache_ttl,
+                access_ttl: Duration::from_secs(auth.access_ttl_seconds),
             },
             cache,
             successor_key(&settings),
+            RevocationNotices {
+                outbox: relay.waker(),
+                tenant_id: settings.common.tenant_id.clone(),
+            },
         );
         let service = AuthService::new(AuthParts {
             store,

@@ -86,7 +86,7 @@ impl Application {
                 .await?
             }
         };
-        let runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
+        let mut runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let db = Arc::new(Database::open(&settings.db).await?);
         let store = Store::open(db.clone()).await?;
         let relay = OutboxRelay::new(db.clone(), bus.clone(), OutboxConfig::default());
@@ -99,6 +99,7 @@ impl Application {
             batch_size: config.expiry_batch_size,
         });
         service.subscribe(&bus).await?;
+        runtime.follow_revocations(&bus).await?;
 
         let tracker = Arc::new(OperationTracker::store(db.clone()).await?);
         let mut jobs = RecoveryJob::new(

@@ -8,10 +8,11 @@ use access_engine::AccessEngine;
 use async_graphql::Object;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{JwtSettings, KeySet, TokenVerifier, VerifyingKey};
+use crate::auth::{JwtSettings, KeySet, RevocationList, TokenVerifier, VerifyingKey};
 use crate::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
 use crate::db::DbConfig;
 use crate::error::ErrorRegistry;
+use crate::events::{EventBus, EventError};
 use crate::redis::RedisUrls;
 use crate::telemetry::Metrics;
 
@@ -102,6 +103,21 @@ impl ServiceRuntime {
             metrics: Metrics::new(service)?,
             common,
         })
+    }
+
+    /// Makes the verifier refuse tokens of revoked sessions, following the
+    /// revocations announced on `bus` (see [`RevocationList::follow`]). Call
+    /// it once the service's bus exists and before `verifier` is handed to
+    /// the server. An error (the bus's Redis unreachable) must stop the
+    /// start-up rather than serve without revocations.
+    pub async fn follow_revocations(&mut self, bus: &EventBus) -> Result<(), EventError> {
+        if let Some(verifier) = &self.verifier {
+            let revocations = RevocationList::follow(bus).await?;
+            self.verifier = Some(Arc::new(
+                verifier.as_ref().clone().with_revocations(revocations),
+            ));
+        }
+        Ok(())
     }
 }
 

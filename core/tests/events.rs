@@ -1173,3 +1173,57 @@ async fn connected_buses_of_one_brand_hear_each_other() {
         bus.shutdown().await;
     }
 }
+
+/// `EventBus::broadcast` on Redis Streams: every process hears every event
+/// (no group shares them out), and a process that starts later first reads
+/// what was published within the replay window.
+#[tokio::test]
+async fn broadcasts_reach_every_process_and_replay_for_late_starters() {
+    let brand = unique_brand();
+    let url = RedisUrl::parse(redis_url()).unwrap();
+    let connect = || EventBus::connect(Some(&url), &brand, fast_config());
+    let producer = connect().await.unwrap();
+    let (first, second) = (connect().await.unwrap(), connect().await.unwrap());
+    let (heard_first, heard_second) = (Calls::default(), Calls::default());
+    let window = Duration::from_secs(3600);
+    first
+        .broadcast("test.broadcast", window, heard_first.handler())
+        .await
+        .unwrap();
+    second
+        .broadcast("test.broadcast", window, heard_second.handler())
+        .await
+        .unwrap();
+    let event = producer
+        .emit("test.broadcast", "t1", None, json!({ "n": 1 }))
+        .await
+        .unwrap();
+    eventually("both processes heard it", || {
+        heard_first.of(&event.id) == 1 && heard_second.of(&event.id) == 1
+    })
+    .await;
+
+    // Started after the event: it is replayed before `broadcast` returns.
+    let late = connect().await.unwrap();
+    let heard_late = Calls::default();
+    late.broadcast("test.broadcast", window, heard_late.handler())
+        .await
+        .unwrap();
+    assert_eq!(heard_late.of(&event.id), 1);
+    // And it goes on hearing new ones, as do the others.
+    let next = producer
+        .emit("test.broadcast", "t1", None, json!({ "n": 2 }))
+        .await
+        .unwrap();
+    eventually("every process heard the next one", || {
+        [&heard_first, &heard_second, &heard_late]
+            .iter()
+            .all(|heard| heard.of(&next.id) == 1)
+    })
+    .await;
+    assert_eq!(heard_late.of(&event.id), 1, "replayed once, not again");
+
+    for bus in [producer, first, second, late] {
+        bus.shutdown().await;
+    }
+}

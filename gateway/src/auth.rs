@@ -2,6 +2,10 @@
 //! expired one is refused, never treated as anonymous) and the same
 //! `Authorization` header is forwarded to every subgraph, which verifies it
 //! again — a client cannot forge an identity the subgraphs would accept.
+//! The verifier also refuses tokens of revoked sessions (logout, password
+//! change, refresh-token reuse, account disabled) when the gateway follows
+//! the auth service's revocations (`GatewayDeps::follow_revocations`), so
+//! such a token is refused here, before any operation is planned.
 //! Each caller also has a rate budget: per user when signed in, per IP
 //! otherwise, shared through Redis when one is configured.
 

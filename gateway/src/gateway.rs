@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use graphql_tools::parser::query::{self as q, OperationDefinition};
 use hive_router_query_planner::state::supergraph_state::OperationKind;
 use serde_json::{json, Map, Value};
-use service_core::auth::TokenVerifier;
+use service_core::auth::{RevocationList, TokenVerifier};
 use service_core::config::AppEnv;
 use service_core::context::{RequestContext, RequestId};
 use service_core::db::{Database, DbConfig};
 use service_core::error::ApiError;
+use service_core::events::{EventBus, EventError};
 use service_core::resilience::{BreakerConfig, RateLimiter};
 
 use crate::admin::{ConfigAdmin, LocalSubgraph, LOCAL_SUBGRAPH, LOCAL_URL};
@@ -748,6 +749,21 @@ impl Gateway {
 }
 
 impl GatewayDeps {
+    /// Makes the verifier refuse tokens of sessions the auth service ended,
+    /// following its announcements on `bus` (see
+    /// [`RevocationList::follow`]). Every gateway that verifies tokens next
+    /// to a running auth service needs this; an error (the bus's Redis
+    /// unreachable) should stop the start-up rather than serve without it.
+    pub async fn follow_revocations(mut self, bus: &EventBus) -> Result<Self, EventError> {
+        if let Some(verifier) = self.verifier.take() {
+            let revocations = RevocationList::follow(bus).await?;
+            self.verifier = Some(Arc::new(
+                verifier.as_ref().clone().with_revocations(revocations),
+            ));
+        }
+        Ok(self)
+    }
+
     /// The dependencies described by shared settings and the environment:
     /// the token verifier from `JWT_PUBLIC_KEYS`, the default roles, and
     /// Redis for rate budgets when `REDIS_STATE_URL`/`REDIS_URL` is set (an

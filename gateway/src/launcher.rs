@@ -40,6 +40,9 @@ pub enum LaunchError {
     /// The shared event bus could not reach its Redis.
     #[error("event bus: {0}")]
     Redis(#[from] RedisError),
+    /// The gateway could not follow session revocations on the bus.
+    #[error("session revocations: {0}")]
+    Events(#[from] service_core::events::EventError),
     /// The development signing key could not be made.
     #[error("development signing key: {0}")]
     Key(String),
@@ -165,7 +168,10 @@ pub async fn start_dev(mut common: CommonConfig) -> Result<DevPlatform, LaunchEr
     if settings.subgraphs.is_empty() {
         settings.subgraphs = endpoints;
     }
-    let deps = crate::GatewayDeps::from_common(&common).await?;
+    let deps = crate::GatewayDeps::from_common(&common)
+        .await?
+        .follow_revocations(&bus)
+        .await?;
     let gateway = crate::Gateway::build(settings, deps).await?;
     let app = crate::Application::bind(gateway)
         .await

@@ -22,10 +22,30 @@ async fn serve(flags: gateway::StartFlags) -> anyhow::Result<()> {
             "give --supergraph <path> or --subgraphs name=url,... (or set GATEWAY_SUPERGRAPH_PATH / GATEWAY_SUBGRAPHS)"
         );
     }
-    let deps = gateway::GatewayDeps::from_common(&common).await?;
+    // Session revocations come from the auth service over the shared bus;
+    // without Redis there is no channel between processes to hear them on.
+    let redis = service_core::redis::RedisUrls::from_env()?;
+    if redis.state.is_none() {
+        tracing::warn!(
+            "no REDIS_STATE_URL/REDIS_URL: session revocations cannot reach this gateway; \
+             tokens of ended sessions pass here until they expire"
+        );
+    }
+    let bus = service_core::events::EventBus::connect(
+        redis.state.as_ref(),
+        &common.brand,
+        service_core::events::BusConfig::default(),
+    )
+    .await?;
+    let deps = gateway::GatewayDeps::from_common(&common)
+        .await?
+        .follow_revocations(&bus)
+        .await?;
     let app = gateway::Application::start(settings, deps).await?;
     tracing::info!(addr = %app.local_addr()?, "gateway ready");
-    app.run_until_stopped().await?;
+    let served = app.run_until_stopped().await;
+    bus.shutdown().await;
+    served?;
     Ok(())
 }
 

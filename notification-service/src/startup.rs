@@ -86,7 +86,7 @@ impl Application {
         settings: Settings,
         events: Option<EventBus>,
     ) -> Result<Self, BuildError> {
-        let runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
+        let mut runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let config = &settings.notification;
 
         let db = Arc::new(Database::open(&settings.db).await?);
@@ -131,6 +131,7 @@ impl Application {
             }
         };
         crate::domain::subscribe(&events, &service).await?;
+        runtime.follow_revocations(&events).await?;
 
         // Whatever was pending when the last process stopped goes out now;
         // in the background, since a long backlog waits on the queue.

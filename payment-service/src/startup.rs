@@ -119,7 +119,7 @@ impl Application {
         settings: Settings,
         bus: Option<EventBus>,
     ) -> Result<Self, BuildError> {
-        let runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
+        let mut runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let background = CancellationToken::new();
         let db = Arc::new(Database::open(&settings.db).await?);
         db.ensure_indexes(&crate::store::indexes()).await?;
@@ -173,6 +173,7 @@ impl Application {
         // Ends with the other background work, when `background` is cancelled.
         let _relay = service.live_updates().start_relay(background.clone()).await;
         subscribe(&bus, &service).await?;
+        runtime.follow_revocations(&bus).await?;
 
         let schema = crate::schema::build(service.clone());
         let mut subgraph = Subgraph::new(

@@ -13,14 +13,21 @@
 //! Whether a session is live is cached in a [`LayeredCache`] (in process,
 //! plus Redis when configured); every revocation deletes the entry, which
 //! the cache propagates to the other instances.
+//!
+//! Every ended session is also announced as `auth.session.revoked`, staged
+//! in the outbox in the same transaction as the change, so that the other
+//! services and the gateway refuse its access tokens too (see
+//! `service_core::auth::RevocationList`).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use service_core::auth::SessionRevoked;
 use service_core::cache::{CacheKey, LayeredCache};
-use service_core::db::{Filter, StoreError, Update};
+use service_core::db::{from_document, Entity, Filter, StoreError, Update};
+use service_core::events::{DomainEvent, Outbox, OutboxWaker};
 
 use super::tokens::{RefreshToken, SuccessorKey};
 use crate::store::{Session, Store};
@@ -41,6 +48,18 @@ pub struct SessionPolicy {
     /// Revocations delete the entry at once; this only bounds how long an
     /// instance that missed the invalidation message stays wrong.
     pub cache_ttl: Duration,
+    /// The longest access-token lifetime: how long other services must
+    /// remember a revocation.
+    pub access_ttl: Duration,
+}
+
+/// Where ended sessions are announced.
+#[derive(Clone)]
+pub struct RevocationNotices {
+    /// Wakes the relay that publishes the staged announcements.
+    pub outbox: OutboxWaker,
+    /// The tenant the announcements are filed under.
+    pub tenant_id: String,
 }
 
 /// Why a refresh token was refused.
@@ -91,23 +110,44 @@ pub struct Sessions {
     policy: SessionPolicy,
     cache: LayeredCache,
     successor_key: SuccessorKey,
+    notices: RevocationNotices,
 }
 
 impl Sessions {
     /// Sessions in `store`, their live state cached in `cache`, successors
-    /// derived with `successor_key`.
+    /// derived with `successor_key`, revocations announced through
+    /// `notices`.
     pub fn new(
         store: Store,
         policy: SessionPolicy,
         cache: LayeredCache,
         successor_key: SuccessorKey,
+        notices: RevocationNotices,
     ) -> Self {
         Self {
             store,
             policy,
             cache,
             successor_key,
+            notices,
         }
+    }
+
+    /// The announcement of a revocation made at `now`.
+    fn revoked_event(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<service_core::events::Event, StoreError> {
+        SessionRevoked {
+            user_id: user_id.to_owned(),
+            session_id: session_id.map(str::to_owned),
+            revoked_at: now,
+            tokens_expire_by: now + chrono_duration(self.policy.access_ttl),
+        }
+        .to_event(&self.notices.tenant_id, Some(user_id))
+        .map_err(|err| StoreError::Invalid(err.to_string()))
     }
 
     /// Opens a session for `user_id`; returns it and its first refresh token.
@@ -214,18 +254,53 @@ impl Sessions {
     }
 
     /// Ends session `id`; whether it was live until now. The cached state is
-    /// dropped here and, through the cache, on every other instance.
+    /// dropped here and, through the cache, on every other instance; the end
+    /// is announced (`auth.session.revoked`) if and only if it committed.
     pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
-        let update = Update::new().set("revoked_at", to_value(Utc::now()));
-        let precondition = Filter::all().eq("revoked_at", Value::Null);
+        let now = Utc::now();
+        let update = Update::new().set("revoked_at", to_value(now));
+        let filter = Filter::id(id).eq("revoked_at", Value::Null);
         let ended = self
             .store
             .sessions
-            .update(id, precondition, &update)
-            .await?
-            .is_some();
+            .database()
+            .transaction(|tx| {
+                let (filter, update) = (&filter, &update);
+                Box::pin(async move {
+                    let Some(doc) = tx.update_one(Session::COLLECTION, filter, update).await?
+                    else {
+                        return Ok(false);
+                    };
+                    let session: Session = from_document(doc)?;
+                    let event = self.revoked_event(&session.user_id, Some(&session.id), now)?;
+                    Outbox::stage(tx, &event).await?;
+                    Ok::<_, StoreError>(true)
+                })
+            })
+            .await?;
         self.cache.delete(&cache_key(id)).await;
+        if ended {
+            self.notices.outbox.wake();
+        }
         Ok(ended)
+    }
+
+    /// Announces that every access token `user_id` holds, up to now, must be
+    /// refused (an account disabled or locked), whatever happens to its
+    /// sessions next. The sessions themselves are ended by
+    /// [`revoke_all`](Self::revoke_all).
+    pub async fn revoke_user_tokens(&self, user_id: &str) -> Result<(), StoreError> {
+        let event = self.revoked_event(user_id, None, Utc::now())?;
+        self.store
+            .sessions
+            .database()
+            .transaction(|tx| {
+                let event = &event;
+                Box::pin(async move { Outbox::stage(tx, event).await })
+            })
+            .await?;
+        self.notices.outbox.wake();
+        Ok(())
     }
 
     /// Ends every live session of `user_id` except `keep`; how many ended.

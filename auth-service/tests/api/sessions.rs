@@ -256,9 +256,79 @@ async fn a_revocation_reaches_the_other_instance_through_the_cache() {
     assert_eq!(code(&answer), "MSAuthInvalidToken", "{answer}");
 }
 
+/// The next `auth.session.revoked` payload the app publishes.
+async fn next_revocation(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<service_core::events::Event>,
+) -> Value {
+    let event = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
+        .await
+        .expect("no revocation was announced")
+        .expect("the bus closed");
+    event.data
+}
+
+/// Every ended session is announced on the bus (staged in the outbox with
+/// the change), so that the other services and the gateway refuse its
+/// access tokens: one event per session, and a user-wide one when an
+/// operator disables the account.
+async fn ended_sessions_are_announced(backend: Backend) {
+    let app = spawn_on(backend).await;
+    let mut revoked = app.events("auth.session.revoked").await;
+    let user = app.register().await;
+    let user_id = user["user"]["id"].as_str().unwrap().to_owned();
+    let refresh = user["refreshToken"].as_str().unwrap();
+    let session_id = refresh.split('.').next().unwrap();
+
+    let body = app
+        .gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": refresh }),
+            None,
+        )
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    let logout = next_revocation(&mut revoked).await;
+    assert_eq!(logout["userId"], user_id.as_str());
+    assert_eq!(logout["sessionId"], session_id);
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(logout[field].as_str().unwrap()).unwrap()
+    };
+    // Remembered for as long as the longest access token (15 minutes).
+    assert_eq!((at("tokensExpireBy") - at("revokedAt")).num_seconds(), 900);
+
+    let email = user["user"]["email"].as_str().unwrap().to_owned();
+    let other = app.login(&email, PASSWORD).await["data"]["login"].clone();
+    let other_session = other["refreshToken"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = app.admin().await;
+    let body = app
+        .gql(
+            "mutation($id: ID!) { setUserStatus(userId: $id, status: DISABLED) { status } }",
+            json!({ "id": user_id }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["setUserStatus"]["status"], "DISABLED",
+        "{body}"
+    );
+    let mut sessions = vec![
+        next_revocation(&mut revoked).await["sessionId"].clone(),
+        next_revocation(&mut revoked).await["sessionId"].clone(),
+    ];
+    sessions.sort_by_key(|s| s.is_string());
+    assert_eq!(sessions, [Value::Null, json!(other_session)]);
+}
+
 on_both_stores!(
     refresh_rotates_and_a_replay_revokes_the_family,
     concurrent_refreshes_get_one_successor_and_the_family_lives_on,
+    ended_sessions_are_announced,
 );
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeySet, SigningKey};
+use super::revocation::RevocationList;
 use crate::error::{codes, ApiError};
 
 /// JWT segments are unpadded base64url; the strict engine also refuses
@@ -216,6 +218,10 @@ pub enum TokenError {
     /// A required claim is absent.
     #[error("token lacks the {0} claim")]
     MissingClaim(String),
+    /// The token is sound but its session was ended (logout, password
+    /// change, refresh-token reuse, account disabled).
+    #[error("token session was revoked")]
+    Revoked,
 }
 
 impl From<TokenError> for ApiError {
@@ -312,6 +318,9 @@ pub struct TokenVerifier {
     keys: KeySet,
     settings: JwtSettings,
     validation: Validation,
+    /// Ended sessions, consulted after every other check; `None` only
+    /// where no session can be revoked (tests, tools).
+    revocations: Option<Arc<RevocationList>>,
 }
 
 /// The header fields the verifier checks before handing the token to
@@ -378,7 +387,20 @@ impl TokenVerifier {
             keys,
             settings,
             validation,
+            revocations: None,
         }
+    }
+
+    /// The same verifier, also refusing tokens whose session is in
+    /// `revocations` ([`TokenError::Revoked`]).
+    pub fn with_revocations(mut self, revocations: Arc<RevocationList>) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// The revocation list consulted, if any.
+    pub fn revocations(&self) -> Option<&Arc<RevocationList>> {
+        self.revocations.as_ref()
     }
 
     /// The trusted keys.
@@ -394,8 +416,9 @@ impl TokenVerifier {
     /// Checks `token` (the compact JWT, without `Bearer `) and returns its
     /// claims. In order: shape and header (`alg` must be EdDSA, `kid` must
     /// name a trusted key), signature, then `exp`, `nbf`, `iss`, `aud` and
-    /// the presence of every claim. Time checks apply only to correctly
-    /// signed tokens, so `Expired` never describes a forgery.
+    /// the presence of every claim, and last whether the token's session
+    /// was revoked. Time checks apply only to correctly signed tokens, so
+    /// `Expired` never describes a forgery.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
@@ -429,7 +452,13 @@ impl TokenVerifier {
             .ok_or_else(|| TokenError::UnknownKey { kid: clip(&kid) })?;
         let data = jsonwebtoken::decode::<RawClaims>(token, key.decoding_key(), &self.validation)
             .map_err(|e| token_error(e.kind()))?;
-        data.claims.into_claims()
+        let claims = data.claims.into_claims()?;
+        if let Some(revocations) = &self.revocations {
+            if revocations.is_revoked(&claims, Utc::now()) {
+                return Err(TokenError::Revoked);
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -548,6 +577,38 @@ mod tests {
         assert_eq!(claims.jti, issued.jti);
         assert_eq!(claims.nbf, claims.iat);
         assert_eq!(claims.exp, issued.expires_at.timestamp());
+    }
+
+    #[test]
+    fn tokens_of_a_revoked_session_are_refused_as_invalid() {
+        use crate::auth::SessionRevoked;
+
+        let f = fixture();
+        let list = Arc::new(RevocationList::new());
+        let verifier = f.verifier.clone().with_revocations(Arc::clone(&list));
+        let issued = f.issuer.issue(&subject()).unwrap();
+        let mut other = subject();
+        other.session_id = "session-2".into();
+        let other = f.issuer.issue(&other).unwrap();
+        assert!(verifier.verify(&issued.token).is_ok());
+
+        let now = Utc::now();
+        list.apply(
+            &SessionRevoked {
+                user_id: "user-1".into(),
+                session_id: Some("session-1".into()),
+                revoked_at: now,
+                tokens_expire_by: now + chrono::Duration::minutes(15),
+            },
+            now,
+        );
+        let err = verifier.verify(&issued.token).unwrap_err();
+        assert_eq!(err, TokenError::Revoked);
+        assert_eq!(ApiError::from(err).code(), codes::AUTH_INVALID_TOKEN);
+        assert!(verifier.verify(&other.token).is_ok());
+        // A verifier without the list is unaffected (and says so).
+        assert!(f.verifier.revocations().is_none());
+        assert!(f.verifier.verify(&issued.token).is_ok());
     }
 
     #[test]

@@ -276,6 +276,48 @@ impl EventBus {
         Ok(())
     }
 
+    /// Calls `handler` for every event of type `event_type` in *this*
+    /// process: a broadcast, where every caller hears every event (unlike
+    /// [`on`](Self::on), where a group's processes share them). For state
+    /// each process keeps for itself, such as the session revocation list.
+    ///
+    /// On Redis Streams the stream is read without a consumer group, so
+    /// nothing is left behind when the process goes; events added in the
+    /// last `replay` are handled before this returns, so a process that
+    /// starts late still learns recent ones. In-process, nothing is kept and
+    /// delivery starts now. A handler failure is logged at error level and
+    /// not retried on Redis (retried, then dead-lettered, in-process); a
+    /// failed read is logged and retried until the bus shuts down.
+    pub async fn broadcast(
+        &self,
+        event_type: &str,
+        replay: Duration,
+        handler: Handler,
+    ) -> Result<(), EventError> {
+        super::pattern::validate_event_type(event_type)?;
+        if self.inner.cancel.is_cancelled() {
+            return Err(EventError::Closed);
+        }
+        match &self.inner.transport {
+            Transport::InProcess(_) => {
+                // A group of its own per call: every caller hears each event.
+                let group = format!("broadcast-{}", uuid::Uuid::new_v4().simple());
+                self.on(event_type, &group, handler).await
+            }
+            Transport::Redis(t) => {
+                let config = self.inner.config.clone();
+                let cancel = self.inner.cancel.clone();
+                let task = t.tail(event_type, replay, handler, config, cancel).await?;
+                self.inner
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(task);
+                Ok(())
+            }
+        }
+    }
+
     /// The most recent dead letters of `event_type` (up to `limit`, oldest first).
     pub async fn dead_letters(
         &self,

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{BusConfig, StreamsConfig};
 use super::delivery::{attempt_delivery, DeadLetter, Outcome, Subscriber};
-use super::{Event, EventError, TypePattern};
+use super::{Event, EventError, Handler, TypePattern};
 use crate::redis::RedisAccessor;
 
 /// Stream keys start with this (before the type name).
@@ -112,6 +112,53 @@ impl RedisStreams {
             types,
         };
         Ok(tokio::spawn(consumer.run()))
+    }
+
+    /// Reads the stream of `event_type` without a consumer group, so every
+    /// process calling this sees every event: first what was added in the
+    /// last `replay` (before returning), then, in a task, whatever comes
+    /// next. A failed read is logged and tried again after the poll interval;
+    /// a failed handler is logged (a broadcast has no one to redeliver to).
+    pub(crate) async fn tail(
+        &self,
+        event_type: &str,
+        replay: Duration,
+        handler: Handler,
+        config: BusConfig,
+        cancel: CancellationToken,
+    ) -> Result<JoinHandle<()>, EventError> {
+        let start = u64::try_from(Utc::now().timestamp_millis())
+            .unwrap_or(0)
+            .saturating_sub(millis(replay));
+        let mut tail = Tail {
+            shared: Arc::clone(&self.shared),
+            key: self.shared.stream_key(event_type),
+            event_type: event_type.to_owned(),
+            handler,
+            handler_timeout: config.handler_timeout,
+            cursor: format!("{start}-0"),
+            inclusive: true,
+        };
+        while tail.read_batch().await? == TAIL_PAGE {}
+        Ok(tokio::spawn(async move {
+            loop {
+                let found = match tail.read_batch().await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::warn!(event_type = %tail.event_type, error = %err, "reading broadcast events failed; retrying");
+                        0
+                    }
+                };
+                if found < TAIL_PAGE {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(tail.shared.config.poll_interval) => {}
+                    }
+                } else if cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }))
     }
 
     pub(crate) async fn dead_letters(
@@ -514,6 +561,71 @@ impl Consumer {
             .ignore();
         if let Err(err) = pipe.query_async::<()>(&mut self.shared.connection()).await {
             tracing::warn!(%event_type, message_id = %id, error = %err, "cannot acknowledge an event; it will be redelivered");
+        }
+    }
+}
+
+/// Entries read per `XRANGE` by a [`Tail`].
+const TAIL_PAGE: usize = 256;
+
+/// A group-less reader of one stream (see [`RedisStreams::tail`]).
+struct Tail {
+    shared: Arc<Shared>,
+    key: String,
+    event_type: String,
+    handler: Handler,
+    handler_timeout: Duration,
+    /// The id to read from: inclusive for the first read, then the last id
+    /// handled (exclusive).
+    cursor: String,
+    inclusive: bool,
+}
+
+impl Tail {
+    /// Reads and handles the next page; how many entries it held.
+    async fn read_batch(&mut self) -> Result<usize, EventError> {
+        let start = if self.inclusive {
+            self.cursor.clone()
+        } else {
+            format!("({}", self.cursor)
+        };
+        let mut cmd = ::redis::cmd("XRANGE");
+        cmd.arg(&self.key)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(TAIL_PAGE);
+        let entries: Vec<Entry> = self.shared.query("XRANGE", &cmd).await?;
+        let found = entries.len();
+        for (id, fields) in entries {
+            self.handle(&id, &fields).await;
+            self.cursor = id;
+            self.inclusive = false;
+        }
+        Ok(found)
+    }
+
+    async fn handle(&self, id: &str, fields: &[Vec<u8>]) {
+        let event = match field(fields, "event").map(serde_json::from_slice::<Event>) {
+            Some(Ok(event)) => event,
+            Some(Err(err)) => {
+                tracing::error!(event_type = %self.event_type, message_id = %id, error = %err, "unreadable broadcast event skipped");
+                return;
+            }
+            None => {
+                tracing::error!(event_type = %self.event_type, message_id = %id, "broadcast entry without an event skipped");
+                return;
+            }
+        };
+        let event_id = event.id.clone();
+        match tokio::time::timeout(self.handler_timeout, (self.handler)(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(event_type = %self.event_type, %event_id, error = %err, "broadcast event handler failed");
+            }
+            Err(_) => {
+                tracing::error!(event_type = %self.event_type, %event_id, "broadcast event handler timed out");
+            }
         }
     }
 }

@@ -173,6 +173,7 @@ impl AuthService {
             self.throttle.reset(&user.email).await;
             self.lockout.bursts.reset(&user.email).await;
         } else {
+            self.sessions.revoke_user_tokens(&user.id).await?;
             let ended = self.sessions.revoke_all(&user.id, None).await?;
             tracing::info!(sessions_ended = ended, "sessions ended by a status change");
         }
