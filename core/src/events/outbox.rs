@@ -172,8 +172,8 @@ impl OutboxRelay {
 
     /// Claims, publishes and marks one batch of unpublished entries, oldest
     /// first; returns how many were published. Stops at the first entry that
-    /// cannot be published (it is retried once its lease expires), so later
-    /// entries do not overtake it.
+    /// cannot be published and releases its claim, so the next run retries
+    /// it first and later entries do not overtake it.
     #[tracing::instrument(level = "debug", skip_all, fields(relay = %self.instance), err)]
     pub async fn relay_once(&self) -> Result<usize, EventError> {
         let now = now_millis();
@@ -204,7 +204,11 @@ impl OutboxRelay {
             match decode(&doc) {
                 Ok(event) => {
                     if let Err(err) = self.bus.emit_event(&event).await {
-                        tracing::warn!(event_id = %event.id, error = %err, "publishing an outbox entry failed; retrying after the lease");
+                        tracing::warn!(event_id = %event.id, error = %err, "publishing an outbox entry failed; retrying it at the next run");
+                        // Keeping the lease would hold the entry back for a
+                        // whole lease after the bus is back, and let later
+                        // entries overtake it.
+                        self.release(id).await?;
                         break;
                     }
                     self.mark(id, None).await?;
@@ -218,6 +222,19 @@ impl OutboxRelay {
             }
         }
         Ok(published)
+    }
+
+    /// Gives up this relay's claim on entry `id`, so the next run (of any
+    /// relay) retries it first.
+    async fn release(&self, id: &str) -> Result<(), EventError> {
+        let mine = Filter::id(id).eq("claimed_by", self.instance.as_str());
+        let release = Update::new()
+            .set("claimed_until", 0)
+            .set("claimed_by", Value::Null);
+        self.db
+            .update_one(OUTBOX_COLLECTION, &mine, &release)
+            .await?;
+        Ok(())
     }
 
     async fn mark(&self, id: &str, error: Option<String>) -> Result<(), EventError> {
