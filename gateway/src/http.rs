@@ -60,6 +60,28 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
         .any(|part| part.trim().starts_with(GRAPHQL_RESPONSE))
 }
 
+/// Whether the POST body is declared as JSON: the media type itself (its
+/// parameters aside) is `application/json` or an `application/*+json`.
+/// A missing type, or one of the forms a browser sends cross-site without
+/// a preflight (`text/plain`, `application/x-www-form-urlencoded`,
+/// `multipart/form-data`, whatever their parameters say), is refused, so
+/// no other site can make a visitor's browser run a mutation.
+fn is_json_body(headers: &HeaderMap) -> bool {
+    let Some(Ok(value)) = headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == JSON
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
 fn respond(status: StatusCode, body: &Value, graphql_response: bool) -> Response {
     let content_type = if graphql_response {
         GRAPHQL_RESPONSE
@@ -87,19 +109,13 @@ async fn graphql_post(
     body: Bytes,
 ) -> Response {
     let graphql_response = wants_graphql_response(&headers);
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let ok = content_type
-            .to_str()
-            .map(|v| v.to_ascii_lowercase().contains("json"))
-            .unwrap_or(false);
-        if !ok {
-            let error = GraphqlError::new(codes::PARSE_FAILED, "The body must be application/json");
-            return respond(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &error_body(&error),
-                graphql_response,
-            );
-        }
+    if !is_json_body(&headers) {
+        let error = GraphqlError::new(codes::PARSE_FAILED, "The body must be application/json");
+        return respond(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &error_body(&error),
+            graphql_response,
+        );
     }
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let requests = match parsed {
@@ -464,4 +480,43 @@ async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Nex
         response.headers_mut().insert(RequestId::HEADER, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_type(value: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_json_media_types_are_request_bodies() {
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/graphql-response+json",
+        ] {
+            assert!(is_json_body(&with_type(Some(accepted))), "{accepted}");
+        }
+        // What a cross-site form or a no-preflight fetch can send, however
+        // its parameters mention JSON.
+        for refused in [
+            "text/plain",
+            "text/plain; charset=json",
+            "application/x-www-form-urlencoded",
+            "application/x-www-form-urlencoded; a=application/json",
+            "multipart/form-data; boundary=json",
+            "text/json-ish",
+            "",
+        ] {
+            assert!(!is_json_body(&with_type(Some(refused))), "{refused}");
+        }
+        assert!(!is_json_body(&with_type(None)));
+    }
 }

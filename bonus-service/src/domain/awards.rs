@@ -284,11 +284,12 @@ impl BonusService {
         let Some(bonus) = bonus else {
             return Err(ApiError::not_found("bonus"));
         };
-        if !ctx.is_owner(&bonus.user_id) {
-            if !ctx.same_tenant(&bonus.tenant_id) {
-                return Err(ApiError::not_found("bonus"));
-            }
-            ctx.require("bonus", "award", any(principal))?;
+        // Someone else's bonus is "not found" unless the caller may award
+        // (and so forfeit) anyone's: no answer tells that an id exists.
+        if !ctx.is_owner(&bonus.user_id)
+            && (!ctx.same_tenant(&bonus.tenant_id) || !ctx.can("bonus", "award", any(principal)))
+        {
+            return Err(ApiError::not_found("bonus"));
         }
         if bonus.status == BonusStatus::Forfeited || bonus.pending == Some(Movement::Forfeit) {
             return Ok(bonus);
@@ -334,7 +335,9 @@ impl BonusService {
     }
 
     /// One bonus, for its owner or a holder of `bonus:read:*` in its tenant;
-    /// `None` when it does not exist or belongs to another tenant.
+    /// `None` when it does not exist, belongs to another tenant, or is
+    /// someone else's and the caller may not read it: the answer never
+    /// tells a caller that another user's id exists.
     pub async fn bonus(&self, ctx: &RequestContext, id: &str) -> ApiResult<Option<UserBonus>> {
         let principal = ctx.user()?;
         let Some(bonus) = self
@@ -353,8 +356,7 @@ impl BonusService {
         if !ctx.same_tenant(&bonus.tenant_id) {
             return Ok(None);
         }
-        ctx.require("bonus", "read", any(principal))?;
-        Ok(Some(bonus))
+        Ok(ctx.can("bonus", "read", any(principal)).then_some(bonus))
     }
 
     /// Every bonus of `user_id` (newest first, at most 100), for tests and

@@ -180,7 +180,8 @@ impl ConfigAdmin {
             return Err(ApiError::validation(
                 "key",
                 format!(
-                    "`{key}` is not a setting of {service}; known keys: {}",
+                    "`{}` is not a setting of {service}; known keys: {}",
+                    clipped(key),
                     known.join(", ")
                 ),
             ));
@@ -293,11 +294,24 @@ fn unknown_service(service: &str) -> ApiError {
     ApiError::validation(
         "service",
         format!(
-            "`{service}` has no settings; known services: {}",
+            "`{}` has no settings; known services: {}",
+            clipped(service),
             known.join(", ")
         ),
     )
 }
+
+/// At most [`ECHOED_CHARS`] characters of a name the caller sent, for an
+/// error message: a refusal never carries a megabyte back.
+fn clipped(name: &str) -> String {
+    match name.char_indices().nth(ECHOED_CHARS) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_owned(),
+    }
+}
+
+/// How much of an unknown service or key name a refusal repeats.
+const ECHOED_CHARS: usize = 64;
 
 fn invalid_value(key: &str, reason: &str) -> ApiError {
     ApiError::validation("value", format!("Invalid value for `{key}`: {reason}"))
@@ -363,5 +377,16 @@ mod tests {
             .set("db_naming", json!("shared"), Origin::Store)
             .unwrap();
         assert!(check_storage(&layers).is_ok());
+    }
+
+    #[test]
+    fn refusals_repeat_at_most_a_short_prefix_of_a_name() {
+        assert_eq!(clipped("rateLimitBurst"), "rateLimitBurst");
+        let long = "é".repeat(100_000);
+        let echoed = clipped(&long);
+        assert_eq!(echoed.chars().count(), ECHOED_CHARS + 1);
+        assert!(echoed.ends_with('…'));
+        let error = unknown_service(&long);
+        assert!(error.to_string().len() < 1_000, "{error}");
     }
 }

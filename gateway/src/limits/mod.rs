@@ -13,8 +13,11 @@ use service_core::graphql::QueryLimits;
 use crate::compose::TypeIndex;
 use crate::error::{codes, GraphqlError};
 
-/// Brackets nested deeper than this are refused before parsing.
-const MAX_LEXICAL_NESTING: usize = 128;
+/// Brackets nested deeper than this are refused before parsing. It is
+/// the parser's own recursion bound, so every document the parser would
+/// refuse for its nesting is answered as too deep rather than as a syntax
+/// error.
+const MAX_LEXICAL_NESTING: usize = 50;
 
 /// Selections visited (fragments expanded) before measuring stops: a
 /// "fragment bomb" expands exponentially and is refused as too complex
@@ -24,28 +27,42 @@ const MAX_VISITS: usize = 100_000;
 /// Refuses documents whose brackets nest deeper than the parser can safely
 /// recurse, as `MSGatewayQueryTooDeep`.
 pub(crate) fn check_nesting(query: &str, limits: &QueryLimits) -> Result<(), GraphqlError> {
+    let bytes = query.as_bytes();
     let mut depth = 0usize;
     let mut deepest = 0usize;
-    let mut in_string = false;
-    let mut in_comment = false;
-    let mut escaped = false;
-    for byte in query.bytes() {
-        if in_comment {
-            in_comment = byte != b'\n' && byte != b'\r';
-            continue;
-        }
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
         match byte {
-            b'#' => in_comment = true,
-            b'"' => in_string = true,
+            b'#' => {
+                while bytes.get(at).is_some_and(|b| *b != b'\n' && *b != b'\r') {
+                    at += 1;
+                }
+            }
+            // A block string ends only at an unescaped `"""`: a lone quote
+            // inside it must not end it (or the brackets after it would
+            // go uncounted).
+            b'"' if bytes[at..].starts_with(b"\"\"\"") => {
+                at += 3;
+                while at < bytes.len() && !bytes[at..].starts_with(b"\"\"\"") {
+                    at += if bytes[at..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                at += 2;
+            }
+            b'"' => {
+                at += 1;
+                while let Some(&inner) = bytes.get(at) {
+                    match inner {
+                        b'\\' => at += 1,
+                        b'"' | b'\n' | b'\r' => break,
+                        _ => {}
+                    }
+                    at += 1;
+                }
+            }
             b'{' | b'(' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -53,6 +70,7 @@ pub(crate) fn check_nesting(query: &str, limits: &QueryLimits) -> Result<(), Gra
             b'}' | b')' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     if deepest > MAX_LEXICAL_NESTING {
         return Err(too_deep(deepest, limits.max_depth));
@@ -324,5 +342,44 @@ mod tests {
         let deep = format!("{}{}", "{a".repeat(200), "}".repeat(200));
         assert!(check_nesting(&deep, &QueryLimits::standard()).is_err());
         assert!(check_nesting("{ a(s: \"{{{{\") }", &QueryLimits::standard()).is_ok());
+    }
+
+    #[test]
+    fn lexical_guard_answers_for_whatever_the_parser_would_refuse_as_too_deep() {
+        let nested = |levels: usize| format!("{}{}", "{ a ".repeat(levels), "}".repeat(levels));
+        for levels in [MAX_LEXICAL_NESTING + 1, 60, 127] {
+            assert!(parse_query::<String>(&nested(levels)).is_err());
+            assert!(check_nesting(&nested(levels), &QueryLimits::standard()).is_err());
+        }
+        assert!(parse_query::<String>(&nested(20)).is_ok());
+        assert!(check_nesting(&nested(20), &QueryLimits::standard()).is_ok());
+    }
+
+    #[test]
+    fn lexical_guard_reads_strings_and_comments_as_the_parser_does() {
+        let limits = QueryLimits::standard();
+        let deep = format!("{}{}", "{ a ".repeat(60), "}".repeat(60));
+        // A lone quote inside a block string, or an escaped one inside a
+        // string, does not hide the brackets after it.
+        for prefix in [
+            "{ a(s: \"\"\" \" \"\"\") }",
+            "{ a(s: \"\\\"\") }",
+            "{ a(s: \"\"\" \\\"\"\" \"\"\") }",
+        ] {
+            assert!(parse_query::<String>(prefix).is_ok(), "{prefix}");
+            assert!(
+                check_nesting(&format!("{prefix} {deep}"), &limits).is_err(),
+                "{prefix}"
+            );
+        }
+        // Brackets inside strings, block strings and comments are not nesting.
+        let quoted = "{".repeat(60);
+        for document in [
+            format!("{{ a(s: \"{quoted}\") }}"),
+            format!("{{ a(s: \"\"\"{quoted}\"\"\") }}"),
+            format!("{{ a }} # {quoted}"),
+        ] {
+            assert!(check_nesting(&document, &limits).is_ok(), "{document}");
+        }
     }
 }
