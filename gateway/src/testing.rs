@@ -32,6 +32,9 @@ use crate::config::SubgraphEndpoint;
 struct User {
     id: ID,
     name: Option<String>,
+    // Shareable: reviews provides it too (`@provides` on `Review.author`),
+    // which Federation 2 composition requires to be declared here.
+    #[graphql(shareable)]
     username: Option<String>,
 }
 

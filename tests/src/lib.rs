@@ -12,10 +12,14 @@
 //! never from the process environment, so tests run in parallel.
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod faults;
 pub mod load;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -166,10 +170,94 @@ pub struct Answer {
 /// The fields of `AuthPayload` every helper asks for.
 const AUTH_PAYLOAD: &str = "accessToken refreshToken expiresIn user { id email roles }";
 
-/// The gateway and the four subgraphs of one test.
-pub struct Platform {
+/// How a [`Platform`] starts. By default it is fresh and private to one
+/// test: a temporary data directory removed with it, a new signing key, a
+/// random brand and bootstrap admin. A platform that must come back on the
+/// same books after its process died (`platform-node`, the crash test)
+/// names all four, so a restart opens the same stores, accepts the tokens
+/// handed out before and signs the same admin in.
+pub struct PlatformOptions {
+    mode: Mode,
+    data_dir: Option<PathBuf>,
+    brand: Option<String>,
+    signing_key_pem: Option<String>,
+    admin: Option<(String, String)>,
+    extra: Vec<(String, String)>,
+}
+
+impl PlatformOptions {
+    /// Fresh defaults in `mode`.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            data_dir: None,
+            brand: None,
+            signing_key_pem: None,
+            admin: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Keeps the embedded stores in `path`, which outlives the platform.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
+    /// The brand (it names the databases, so a restart must keep it).
+    pub fn brand(mut self, brand: impl Into<String>) -> Self {
+        self.brand = Some(brand.into());
+        self
+    }
+
+    /// Signs access tokens with this Ed25519 key (PKCS#8 PEM, see
+    /// [`generate_signing_key_pem`]).
+    pub fn signing_key_pem(mut self, pem: impl Into<String>) -> Self {
+        self.signing_key_pem = Some(pem.into());
+        self
+    }
+
+    /// The bootstrap admin's email and password.
+    pub fn admin(mut self, email: impl Into<String>, password: impl Into<String>) -> Self {
+        self.admin = Some((email.into(), password.into()));
+        self
+    }
+
+    /// Gives `key = value` to every service and the gateway after the
+    /// defaults (`PAYMENT_RECOVERY_INTERVAL_SECONDS`, ...); a later value
+    /// of the same key wins.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.extra.retain(|(name, _)| *name != key);
+        self.extra.push((key, value.into()));
+        self
+    }
+}
+
+/// A new Ed25519 signing key as PKCS#8 PEM, for
+/// [`PlatformOptions::signing_key_pem`].
+pub fn generate_signing_key_pem() -> anyhow::Result<String> {
+    let dalek = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    Ok(dalek
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|err| anyhow!("signing key: {err}"))?
+        .to_string())
+}
+
+/// The gateway's public API as a client speaks to it: the GraphQL helpers
+/// of the tests, whether the platform runs in this process ([`Platform`]
+/// dereferences to it) or in another one (`platform-node`).
+pub struct GatewayClient {
     graphql_url: String,
     client: reqwest::Client,
+    admin_email: String,
+    admin_password: String,
+}
+
+/// The gateway and the four subgraphs of one test; the [`GatewayClient`]
+/// helpers (`gql`, `register`, `deposit`, ...) are called on it directly.
+pub struct Platform {
+    api: GatewayClient,
     vars: Vec<(String, String)>,
     bus: EventBus,
     subgraphs: BTreeMap<Subgraph, Running>,
@@ -177,9 +265,21 @@ pub struct Platform {
     stopped: BTreeMap<Subgraph, u16>,
     gateway: Option<Running>,
     issuer: TokenIssuer,
-    admin_email: String,
-    admin_password: String,
-    _data: tempfile::TempDir,
+    /// The PKCS#8 PEM of the platform's signing key, for tokens the tests
+    /// craft claim by claim.
+    signing_pem: String,
+    /// The PEM of its public key (what `JWT_PUBLIC_KEYS` trusts).
+    public_pem: String,
+    /// The temporary data directory, unless the options named one.
+    _data: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Platform {
+    type Target = GatewayClient;
+
+    fn deref(&self) -> &GatewayClient {
+        &self.api
+    }
 }
 
 impl Platform {
@@ -192,24 +292,54 @@ impl Platform {
     /// [`Platform::start`] with `extra` settings (`GATEWAY_RATE_LIMIT_BURST`,
     /// ...) given to every service and the gateway after the defaults.
     pub async fn start_with(mode: Mode, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let data = tempfile::tempdir().context("temporary data directory")?;
-        let brand = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let dalek = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let private_pem = dalek
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|err| anyhow!("signing key: {err}"))?
-            .to_string();
+        let options = extra
+            .iter()
+            .fold(PlatformOptions::new(mode), |options, (key, value)| {
+                options.set(*key, *value)
+            });
+        Self::start_options(options).await
+    }
+
+    /// Starts a platform as `options` say (see [`PlatformOptions`]).
+    pub async fn start_options(options: PlatformOptions) -> anyhow::Result<Self> {
+        let PlatformOptions {
+            mode,
+            data_dir,
+            brand,
+            signing_key_pem,
+            admin,
+            extra,
+        } = options;
+        let (data, data_path) = match data_dir {
+            Some(path) => (None, path),
+            None => {
+                let data = tempfile::tempdir().context("temporary data directory")?;
+                let path = data.path().to_path_buf();
+                (Some(data), path)
+            }
+        };
+        let brand = brand
+            .unwrap_or_else(|| format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let private_pem = match signing_key_pem {
+            Some(pem) => pem,
+            None => generate_signing_key_pem()?,
+        };
         let key = SigningKey::from_pkcs8_pem(KID, &private_pem)?;
-        let public_keys = json!({ KID: key.public_pem() }).to_string();
-        let admin_email = format!("admin-{brand}@example.com");
-        let admin_password = format!("Admin-{}", uuid::Uuid::new_v4().simple());
+        let public_pem = key.public_pem().to_owned();
+        let public_keys = json!({ KID: public_pem }).to_string();
+        let (admin_email, admin_password) = admin.unwrap_or_else(|| {
+            (
+                format!("admin-{brand}@example.com"),
+                format!("Admin-{}", uuid::Uuid::new_v4().simple()),
+            )
+        });
 
         let mut vars: Vec<(String, String)> = vec![
             ("APP_ENV".into(), "development".into()),
             ("BRAND".into(), brand.clone()),
-            ("DATA_DIR".into(), data.path().display().to_string()),
+            ("DATA_DIR".into(), data_path.display().to_string()),
             ("JWT_PUBLIC_KEYS".into(), public_keys),
-            ("AUTH_JWT_PRIVATE_KEY".into(), private_pem),
+            ("AUTH_JWT_PRIVATE_KEY".into(), private_pem.clone()),
             ("AUTH_JWT_KID".into(), KID.into()),
             ("AUTH_BOOTSTRAP_ADMIN_EMAIL".into(), admin_email.clone()),
             (
@@ -222,7 +352,12 @@ impl Platform {
         let redis = match mode {
             Mode::Embedded => None,
             Mode::RedisMongo => {
-                let redis = required_var(REDIS_VAR)?;
+                // A `REDIS_URL` among `extra` (a fault test's own Redis)
+                // replaces the suite's, for the bus and the gateway too.
+                let redis = match extra.iter().find(|(key, _)| key == "REDIS_URL") {
+                    Some((_, url)) => url.clone(),
+                    None => required_var(REDIS_VAR)?,
+                };
                 let mongo = required_var(MONGODB_VAR)?;
                 vars.push(("REDIS_URL".into(), redis.clone()));
                 vars.push(("MONGODB_URI".into(), mongo));
@@ -232,27 +367,20 @@ impl Platform {
             }
         };
         vars.retain(|(name, _)| !extra.iter().any(|(key, _)| key == name));
-        vars.extend(
-            extra
-                .iter()
-                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
-        );
+        vars.extend(extra.iter().cloned());
 
         // One bus for the four services: what one emits, the others consume.
         let bus = EventBus::connect(redis.as_ref(), &brand, BusConfig::default()).await?;
         let mut platform = Self {
-            graphql_url: String::new(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            api: GatewayClient::new(String::new(), admin_email, admin_password)?,
             vars,
             bus,
             subgraphs: BTreeMap::new(),
             stopped: BTreeMap::new(),
             gateway: None,
             issuer: TokenIssuer::new(key, jwt_settings()),
-            admin_email,
-            admin_password,
+            signing_pem: private_pem,
+            public_pem,
             _data: data,
         };
         for subgraph in Subgraph::ALL {
@@ -260,23 +388,6 @@ impl Platform {
         }
         platform.start_gateway(redis.as_ref(), &brand).await?;
         Ok(platform)
-    }
-
-    /// The gateway's `/graphql` URL.
-    pub fn graphql_url(&self) -> &str {
-        &self.graphql_url
-    }
-
-    /// The gateway's base URL (`http://127.0.0.1:<port>`).
-    pub fn base_url(&self) -> &str {
-        self.graphql_url
-            .strip_suffix("/graphql")
-            .unwrap_or(&self.graphql_url)
-    }
-
-    /// An HTTP client for requests the helpers do not cover.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     async fn start_subgraph(&mut self, subgraph: Subgraph, port: u16) -> anyhow::Result<()> {
@@ -333,10 +444,13 @@ impl Platform {
         let common: CommonConfig = LayeredConfig::new(CommonConfig::spec())
             .with_env(vars)?
             .build()?;
+        // The gateway refuses tokens of ended sessions, as it does in the
+        // launcher: it follows the auth service's revocations on the bus.
         let verifier = service_core::auth::TokenVerifier::new(
             service_core::app::public_keys(&common)?,
             jwt_settings(),
-        );
+        )
+        .with_revocations(service_core::auth::RevocationList::follow(&self.bus).await?);
         let redis = match redis {
             Some(url) => Some(
                 RedisAccessor::connect(
@@ -356,13 +470,34 @@ impl Platform {
         let gateway = gateway::Gateway::build(settings, deps).await?;
         let app = gateway::Application::bind(gateway).await?;
         let port = app.port();
-        self.graphql_url = format!("http://127.0.0.1:{port}/graphql");
+        self.api.graphql_url = format!("http://127.0.0.1:{port}/graphql");
         self.gateway = Some(Running::spawn(
             port,
             app.shutdown_token(),
             app.run_until_stopped(),
         ));
         Ok(())
+    }
+
+    /// The `/graphql` URL of a running subgraph, to speak to it without the
+    /// gateway (to show that it enforces a rule itself).
+    pub fn subgraph_url(&self, subgraph: Subgraph) -> anyhow::Result<String> {
+        let running = self
+            .subgraphs
+            .get(&subgraph)
+            .ok_or_else(|| anyhow!("{subgraph:?} is not running"))?;
+        Ok(format!("http://127.0.0.1:{}/graphql", running.port))
+    }
+
+    /// Stops the gateway alone: it refuses new connections at once, lets
+    /// the requests in flight finish, and returns once it has drained. The
+    /// subgraphs keep running.
+    pub async fn stop_gateway(&mut self) -> anyhow::Result<()> {
+        let gateway = self
+            .gateway
+            .take()
+            .ok_or_else(|| anyhow!("the gateway is not running"))?;
+        gateway.stop().await
     }
 
     /// Stops one subgraph and waits until its port is free; the gateway
@@ -401,6 +536,114 @@ impl Platform {
         Ok(())
     }
 
+    /// An access token for `user_id` signed with the platform's real key
+    /// but issued two hours ago, so it has expired.
+    pub fn expired_token(&self, user_id: &str) -> anyhow::Result<String> {
+        let issued = self.issuer.issue_at(
+            &user_subject(user_id),
+            chrono::Utc::now() - chrono::Duration::hours(2),
+        )?;
+        Ok(issued.token)
+    }
+
+    /// A well-formed access token for `user_id` under the platform's `kid`,
+    /// signed with another key: a forgery.
+    pub fn forged_token(&self, user_id: &str) -> anyhow::Result<String> {
+        let forger = TokenIssuer::new(SigningKey::generate(KID)?, jwt_settings());
+        Ok(forger.issue(&user_subject(user_id))?.token)
+    }
+
+    /// An access token for `user_id` with `alg: none` and no signature.
+    pub fn unsigned_token(&self, user_id: &str) -> String {
+        use base64::Engine as _;
+        let encode = |value: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let now = chrono::Utc::now().timestamp();
+        let header = encode(json!({ "alg": "none", "typ": "JWT", "kid": KID }));
+        let claims = encode(json!({
+            "sub": user_id, "tid": "default", "roles": ["admin"], "permissions": [],
+            "sid": uuid::Uuid::new_v4().to_string(), "iss": "payment-platform",
+            "aud": "payment-platform-api", "iat": now, "exp": now + 600,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        }));
+        format!("{header}.{claims}.")
+    }
+
+    /// The `kid` every token of the platform carries.
+    pub fn kid(&self) -> &'static str {
+        KID
+    }
+
+    /// The claims of a fresh, valid access token for `user_id` (a plain
+    /// user, a random session): the base the token-forging tests alter one
+    /// claim at a time.
+    pub fn token_claims(&self, user_id: &str) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({
+            "sub": user_id, "tid": "default", "roles": ["user"], "permissions": [],
+            "sid": uuid::Uuid::new_v4().to_string(), "iss": "payment-platform",
+            "aud": "payment-platform-api", "iat": now, "nbf": now, "exp": now + 600,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// `claims` signed with the platform's real Ed25519 key under `kid`:
+    /// a token whose only flaws are the ones the caller put in the claims
+    /// or the `kid`.
+    pub fn signed_token(&self, kid: &str, claims: &Value) -> anyhow::Result<String> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(self.signing_pem.as_bytes())?;
+        Ok(jsonwebtoken::encode(&header, claims, &key)?)
+    }
+
+    /// `claims` under `alg: HS256`, MACed with the platform's public key PEM
+    /// as the secret: the algorithm-confusion forgery a verifier that
+    /// trusts the header's `alg` would accept.
+    pub fn hmac_token(&self, claims: &Value) -> anyhow::Result<String> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(KID.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_secret(self.public_pem.as_bytes());
+        Ok(jsonwebtoken::encode(&header, claims, &key)?)
+    }
+}
+
+impl GatewayClient {
+    /// A client of the gateway at `graphql_url` whose bootstrap admin signs
+    /// in with `admin_email` and `admin_password`.
+    pub fn new(
+        graphql_url: impl Into<String>,
+        admin_email: impl Into<String>,
+        admin_password: impl Into<String>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            graphql_url: graphql_url.into(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            admin_email: admin_email.into(),
+            admin_password: admin_password.into(),
+        })
+    }
+
+    /// The gateway's `/graphql` URL.
+    pub fn graphql_url(&self) -> &str {
+        &self.graphql_url
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:<port>`).
+    pub fn base_url(&self) -> &str {
+        self.graphql_url
+            .strip_suffix("/graphql")
+            .unwrap_or(&self.graphql_url)
+    }
+
+    /// An HTTP client for requests the helpers do not cover.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Posts one GraphQL request to the gateway and returns the whole answer.
     pub async fn post(&self, token: Option<&str>, body: &Value) -> anyhow::Result<Answer> {
         let mut request = self
@@ -427,7 +670,7 @@ impl Platform {
         Ok(answer.body)
     }
 
-    /// Like [`Platform::gql`], but any error in the answer is a failure;
+    /// Like [`GatewayClient::gql`], but any error in the answer is a failure;
     /// returns `data`.
     pub async fn data(
         &self,
@@ -476,40 +719,6 @@ impl Platform {
             bail!("the bootstrap admin cannot sign in: {body}");
         }
         Session::from_payload(&body["data"]["login"], &self.admin_password)
-    }
-
-    /// An access token for `user_id` signed with the platform's real key
-    /// but issued two hours ago, so it has expired.
-    pub fn expired_token(&self, user_id: &str) -> anyhow::Result<String> {
-        let issued = self.issuer.issue_at(
-            &user_subject(user_id),
-            chrono::Utc::now() - chrono::Duration::hours(2),
-        )?;
-        Ok(issued.token)
-    }
-
-    /// A well-formed access token for `user_id` under the platform's `kid`,
-    /// signed with another key: a forgery.
-    pub fn forged_token(&self, user_id: &str) -> anyhow::Result<String> {
-        let forger = TokenIssuer::new(SigningKey::generate(KID)?, jwt_settings());
-        Ok(forger.issue(&user_subject(user_id))?.token)
-    }
-
-    /// An access token for `user_id` with `alg: none` and no signature.
-    pub fn unsigned_token(&self, user_id: &str) -> String {
-        use base64::Engine as _;
-        let encode = |value: Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-        };
-        let now = chrono::Utc::now().timestamp();
-        let header = encode(json!({ "alg": "none", "typ": "JWT", "kid": KID }));
-        let claims = encode(json!({
-            "sub": user_id, "tid": "default", "roles": ["admin"], "permissions": [],
-            "sid": uuid::Uuid::new_v4().to_string(), "iss": "payment-platform",
-            "aud": "payment-platform-api", "iat": now, "exp": now + 600,
-            "jti": uuid::Uuid::new_v4().to_string(),
-        }));
-        format!("{header}.{claims}.")
     }
 
     /// Opens `session`'s wallet in `currency`; its id.

@@ -2,8 +2,10 @@
 //! join payment and auth data, idempotent replay, other users' wallets, the
 //! notifications a transfer sends, and the books balancing afterwards.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::faults::check_books;
 use e2e::{eventually, first_code, text, Mode, Platform, Session};
 use serde_json::{json, Value};
 
@@ -394,62 +396,43 @@ async fn money(mode: Mode) -> anyhow::Result<()> {
     // The books, as the admin sees them through the API: every balance
     // non-negative, the sum equal to what was deposited, and the ledger
     // agreeing with every wallet.
-    let users = platform
-        .data(
-            Some(&admin.access_token),
-            "{ users(first: 100) { nodes { email wallets { id balance bonusBalance lockedBalance } } } }",
-            json!({}),
-        )
-        .await?;
-    let mut total = 0;
-    let mut wallets = Vec::new();
-    let mut balances = Vec::new();
-    for user in users["users"]["nodes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        for held in user["wallets"].as_array().cloned().unwrap_or_default() {
-            for field in ["balance", "bonusBalance", "lockedBalance"] {
-                let value = held[field].as_i64().unwrap_or(-1);
-                assert!(value >= 0, "{field} of {held} in {users}");
-            }
-            total += held["balance"].as_i64().unwrap_or_default();
-            wallets.push(text(&held["id"])?);
-            balances.push((text(&user["email"])?, held["balance"].clone()));
-        }
-    }
-    assert_eq!(total, 10_000, "{users}");
-    balances.sort_by(|a, b| a.0.cmp(&b.0));
+    let books = check_books(
+        platform.client(),
+        platform.graphql_url(),
+        &admin.access_token,
+    )
+    .await?;
+    assert_eq!(
+        books.total_balance_by_currency,
+        BTreeMap::from([("EUR".to_owned(), 10_000)]),
+        "{books:?}"
+    );
+    let mut balances: Vec<(String, i64)> = books
+        .wallets
+        .iter()
+        .map(|held| (held.email.clone(), held.balance))
+        .collect();
+    balances.sort();
     assert_eq!(
         balances,
         [
-            (alice.email.clone(), json!(7_500 - 1_000 * completed)),
-            (bob.email.clone(), json!(2_500 + 1_000 * completed)),
+            (alice.email.clone(), 7_500 - 1_000 * completed),
+            (bob.email.clone(), 2_500 + 1_000 * completed),
         ]
     );
+    let mut wallets: Vec<String> = books.wallets.iter().map(|held| held.id.clone()).collect();
     wallets.sort();
     let mut expected = vec![wallet.clone(), bob_wallet];
     expected.sort();
     assert_eq!(wallets, expected);
-    let report = platform
-        .data(
-            Some(&admin.access_token),
-            "{ reconciliationReport { walletsChecked entriesChecked mismatches { walletId reason } } }",
-            json!({}),
-        )
-        .await?;
+    // The first transfer and each completed one of the burst.
+    assert!(books.completed_transfers.contains_key(&text(&sent["id"])?));
     assert_eq!(
-        report["reconciliationReport"]["mismatches"],
-        json!([]),
-        "{report}"
+        books.completed_transfers.len(),
+        usize::try_from(1 + completed)?
     );
-    assert_eq!(report["reconciliationReport"]["walletsChecked"], json!(2));
     // A deposit, then the transfers, two entries each.
-    assert_eq!(
-        report["reconciliationReport"]["entriesChecked"],
-        json!(1 + 2 * (1 + completed))
-    );
+    assert_eq!(books.entries_checked, 1 + 2 * (1 + completed));
     let refused = platform
         .gql(
             Some(&alice.access_token),
