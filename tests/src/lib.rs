@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod faults;
+pub mod feeds;
 pub mod load;
 pub mod soak;
 
@@ -247,6 +248,7 @@ pub fn generate_signing_key_pem() -> anyhow::Result<String> {
 /// The gateway's public API as a client speaks to it: the GraphQL helpers
 /// of the tests, whether the platform runs in this process ([`Platform`]
 /// dereferences to it) or in another one (`platform-node`).
+#[derive(Clone)]
 pub struct GatewayClient {
     graphql_url: String,
     client: reqwest::Client,
@@ -627,6 +629,20 @@ impl GatewayClient {
         })
     }
 
+    /// The same gateway and admin through a client that keeps up to
+    /// `connections` idle connections, so closed-loop workers reuse theirs,
+    /// and gives up on a request after `timeout`.
+    pub fn with_pool(&self, connections: usize, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(connections.max(1))
+                .tcp_nodelay(true)
+                .build()?,
+            ..self.clone()
+        })
+    }
+
     /// The gateway's `/graphql` URL.
     pub fn graphql_url(&self) -> &str {
         &self.graphql_url
@@ -753,6 +769,67 @@ impl GatewayClient {
             )
             .await?;
         Ok(data["deposit"].clone())
+    }
+
+    /// The first page (100) of `session`'s notifications (`id`, `kind`,
+    /// `userId`, `channel`).
+    pub async fn notifications(&self, session: &Session) -> anyhow::Result<Vec<Value>> {
+        let data = self
+            .data(
+                Some(&session.access_token),
+                "{ myNotifications(first: 100) { nodes { id kind userId channel } } }",
+                json!({}),
+            )
+            .await?;
+        Ok(data["myNotifications"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// `serviceHealth` as `admin` reads it: `{ name healthy }` of each
+    /// subgraph.
+    pub async fn service_health(&self, admin: &Session) -> anyhow::Result<Vec<Value>> {
+        let data = self
+            .data(
+                Some(&admin.access_token),
+                "{ serviceHealth { name healthy } }",
+                json!({}),
+            )
+            .await?;
+        Ok(data["serviceHealth"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Every wallet of every user as `admin` reads them (`id`, `userId`,
+    /// `balance`, `bonusBalance`, `lockedBalance`), page by page.
+    pub async fn all_wallets(&self, admin: &Session) -> anyhow::Result<Vec<Value>> {
+        let mut wallets = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = self
+                .data(
+                    Some(&admin.access_token),
+                    "query($after: String) { users(first: 100, after: $after) { \
+                       nodes { wallets { id userId balance bonusBalance lockedBalance } } \
+                       pageInfo { hasNextPage endCursor } } }",
+                    json!({ "after": after }),
+                )
+                .await?;
+            let page = &data["users"];
+            for user in page["nodes"].as_array().into_iter().flatten() {
+                wallets.extend(user["wallets"].as_array().into_iter().flatten().cloned());
+            }
+            if page["pageInfo"]["hasNextPage"] != json!(true) {
+                return Ok(wallets);
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+            if after.is_null() {
+                bail!("a next page without a cursor: {data}");
+            }
+        }
     }
 }
 

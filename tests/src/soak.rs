@@ -44,9 +44,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{check_books, RedisServer};
+use crate::feeds::Transport;
 use crate::load::closed_loop;
 use crate::{eventually, first_code, Mode, Platform, Session, Subgraph};
-use feed::{Feed, FeedStats, Topic, Transport};
+use feed::{Feed, FeedStats, Topic};
 pub use summary::{BooksFigures, FaultFigures, FeedFigures, KindFigures, MemoryFigures, Summary};
 use traffic::{Kind, KindStats, Traffic, Windows};
 
@@ -331,10 +332,7 @@ async fn drive(
     }
 
     let traffic = Arc::new(Traffic {
-        client: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?,
-        graphql_url: platform.graphql_url().to_owned(),
+        gateway: platform.with_pool(config.concurrency, REQUEST_TIMEOUT)?,
         members: members.clone(),
         windows: Windows::default(),
         stats: Kind::ALL

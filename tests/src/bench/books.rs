@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 
 use anyhow::ensure;
 
-use super::api::Api;
 use crate::faults::check_books;
-use crate::Session;
+use crate::{GatewayClient, Session};
 
 /// What the benchmark knows it did.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +39,7 @@ pub struct Summary {
 
 /// Checks the invariants; the first broken one is the error.
 pub async fn check_payments(
-    api: &Api,
+    api: &GatewayClient,
     admin: &Session,
     done: &Movements,
 ) -> anyhow::Result<Summary> {

@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context as _};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::GatewayClient;
+
 /// The prefix of the line `gateway dev` prints with the gateway's URL.
 const GATEWAY_LINE: &str = "federated";
 
@@ -30,9 +32,7 @@ const UNLIMITED_RATE: [(&str, &str); 2] = [
 pub struct ChildPlatform {
     child: Child,
     pid: u32,
-    graphql_url: String,
-    admin_email: String,
-    admin_password: String,
+    gateway: GatewayClient,
     _data: tempfile::TempDir,
 }
 
@@ -103,9 +103,7 @@ impl ChildPlatform {
         let platform = Self {
             child,
             pid,
-            graphql_url,
-            admin_email,
-            admin_password,
+            gateway: GatewayClient::new(graphql_url, admin_email, admin_password)?,
             _data: data,
         };
         platform.wait_ready().await?;
@@ -113,8 +111,8 @@ impl ChildPlatform {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
-        let ready = format!("{}/health/ready", self.base_url());
+        let client = self.gateway.client();
+        let ready = format!("{}/health/ready", self.gateway.base_url());
         crate::eventually(START_TIMEOUT, || {
             let request = client.get(&ready).send();
             async move {
@@ -128,21 +126,9 @@ impl ChildPlatform {
         .context("the gateway never became ready")
     }
 
-    /// The gateway's `/graphql` URL.
-    pub fn graphql_url(&self) -> &str {
-        &self.graphql_url
-    }
-
-    /// The gateway's base URL (`http://127.0.0.1:<port>`).
-    pub fn base_url(&self) -> &str {
-        self.graphql_url
-            .strip_suffix("/graphql")
-            .unwrap_or(&self.graphql_url)
-    }
-
-    /// The bootstrap admin's email and password.
-    pub fn admin_credentials(&self) -> (&str, &str) {
-        (&self.admin_email, &self.admin_password)
+    /// The gateway's public API, its bootstrap admin included.
+    pub fn gateway(&self) -> &GatewayClient {
+        &self.gateway
     }
 
     /// The process's resident set size in KiB (`VmRSS` of

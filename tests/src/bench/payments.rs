@@ -12,10 +12,9 @@ use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 
-use super::api::Api;
 use super::books::Movements;
 use crate::load::{closed_loop, Outcome, Report};
-use crate::{first_code, text, Session};
+use crate::{first_code, text, GatewayClient, Session};
 
 /// The wallets' currency.
 const CURRENCY: &str = "EUR";
@@ -109,7 +108,7 @@ impl Tally {
 }
 
 /// Registers the participants, funds their wallets, and runs the load.
-pub async fn run(api: &Api, admin: &Session, settings: Settings) -> anyhow::Result<Run> {
+pub async fn run(api: &GatewayClient, admin: &Session, settings: Settings) -> anyhow::Result<Run> {
     let count = settings.wallets.participants(settings.users);
     let parties: Vec<Session> = futures::stream::iter(0..count)
         .map(|index| sign_up(api, admin, index))
@@ -158,7 +157,7 @@ pub async fn run(api: &Api, admin: &Session, settings: Settings) -> anyhow::Resu
     })
 }
 
-async fn sign_up(api: &Api, admin: &Session, index: usize) -> anyhow::Result<Session> {
+async fn sign_up(api: &GatewayClient, admin: &Session, index: usize) -> anyhow::Result<Session> {
     let session = api.register(&format!("bench{index}")).await?;
     let wallet = api.create_wallet(&session, CURRENCY).await?;
     api.deposit(admin, &wallet, FUNDING).await?;
@@ -167,7 +166,11 @@ async fn sign_up(api: &Api, admin: &Session, index: usize) -> anyhow::Result<Ses
 
 /// A transfer retried while the recipient is still unknown to the payment
 /// service; any other answer than `COMPLETED` is an error. Its id.
-async fn first_transfer(api: &Api, from: &Session, to: &Session) -> anyhow::Result<String> {
+async fn first_transfer(
+    api: &GatewayClient,
+    from: &Session,
+    to: &Session,
+) -> anyhow::Result<String> {
     let key = uuid::Uuid::new_v4().to_string();
     let body = crate::eventually(SETTLE_TIMEOUT, || async {
         let body = api
@@ -187,7 +190,7 @@ async fn first_transfer(api: &Api, from: &Session, to: &Session) -> anyhow::Resu
     text(&body["data"]["transfer"]["id"])
 }
 
-async fn transfer_once(api: &Api, parties: &[Session], tally: &Tally) -> Outcome {
+async fn transfer_once(api: &GatewayClient, parties: &[Session], tally: &Tally) -> Outcome {
     let (from, to, amount) = {
         let mut rng = rand::thread_rng();
         let from = rng.gen_range(0..parties.len());
@@ -196,13 +199,19 @@ async fn transfer_once(api: &Api, parties: &[Session], tally: &Tally) -> Outcome
         (from, to, rng.gen_range(1..=MAX_AMOUNT))
     };
     let key = uuid::Uuid::new_v4().to_string();
-    let answer = api
-        .gql(
-            Some(&parties[from].access_token),
-            TRANSFER,
-            transfer_input(&parties[to].id, amount, &key),
-        )
-        .await;
+    let request = json!({
+        "query": TRANSFER,
+        "variables": transfer_input(&parties[to].id, amount, &key),
+    });
+    // An answer without a JSON body says nothing of the transfer: it may
+    // have happened, like one whose answer never came.
+    let answer = match api.post(Some(&parties[from].access_token), &request).await {
+        Ok(answer) if answer.body.is_null() => Err(anyhow::anyhow!(
+            "HTTP {} without a JSON body",
+            answer.status
+        )),
+        answer => answer.map(|answer| answer.body),
+    };
     match answer {
         Ok(body) if body["data"]["transfer"]["status"] == json!("COMPLETED") => {
             match (

@@ -20,13 +20,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use e2e::bench::api::Api;
 use e2e::bench::books::check_payments;
 use e2e::bench::launcher::{gateway_binary, ChildPlatform};
 use e2e::bench::{fanout, payments};
+use e2e::GatewayClient;
 
 const USAGE: &str = "usage: bench-platform transfers --wallets random|hot --concurrency N --duration SECS [--users N] [--gateway-bin PATH]
        bench-platform subscriptions --ws N --sse N --duration SECS [--users N] [--rate OPS] [--gateway-bin PATH]";
+
+/// How long one request of the benchmarks may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// File descriptors kept free for everything but the subscriptions.
 const SPARE_DESCRIPTORS: u64 = 256;
@@ -106,14 +109,13 @@ impl Flags {
 async fn start(
     gateway_bin: Option<String>,
     connections: usize,
-) -> anyhow::Result<(ChildPlatform, Api, e2e::Session)> {
+) -> anyhow::Result<(ChildPlatform, GatewayClient, e2e::Session)> {
     let binary = gateway_binary(gateway_bin.map(PathBuf::from))?;
     eprintln!("starting {} dev", binary.display());
     let platform = ChildPlatform::start(&binary).await?;
-    let api = Api::new(platform.graphql_url(), connections)?;
-    let (email, password) = platform.admin_credentials();
-    let admin = api.login(email, password).await?;
-    eprintln!("platform ready at {}", platform.graphql_url());
+    let api = platform.gateway().with_pool(connections, REQUEST_TIMEOUT)?;
+    let admin = api.admin().await?;
+    eprintln!("platform ready at {}", api.graphql_url());
     Ok((platform, api, admin))
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{Member, CURRENCY, OVERDRAFT};
 use crate::load::Outcome;
-use crate::{first_code, text};
+use crate::{first_code, text, GatewayClient};
 
 /// The kinds of operation of the traffic, with their shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,8 +129,7 @@ impl KindStats {
 
 /// What the traffic shares.
 pub(super) struct Traffic {
-    pub(super) client: reqwest::Client,
-    pub(super) graphql_url: String,
+    pub(super) gateway: GatewayClient,
     pub(super) members: Vec<Arc<Member>>,
     pub(super) windows: Windows,
     pub(super) stats: BTreeMap<Kind, Mutex<KindStats>>,
@@ -196,22 +195,13 @@ impl Traffic {
     /// Posts one operation; the body, or the failure's code when there is
     /// no GraphQL answer or the answer carries errors.
     async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> Answered {
-        let mut request = self
-            .client
-            .post(&self.graphql_url)
-            .header("accept", "application/graphql-response+json")
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
+        let request = json!({ "query": query, "variables": variables });
+        let body = match self.gateway.post(token, &request).await {
+            Ok(answer) if answer.body.is_null() => {
+                return Answered::Failed(format!("http {}", answer.status.as_u16()))
+            }
+            Ok(answer) => answer.body,
             Err(_) => return Answered::Failed("transport".into()),
-        };
-        let status = response.status();
-        let body: Value = match response.json().await {
-            Ok(body) => body,
-            Err(_) => return Answered::Failed(format!("http {}", status.as_u16())),
         };
         if body["errors"].is_null() {
             Answered::Data(body["data"].clone())

@@ -66,24 +66,14 @@ async fn subgraph_stopped_and_restarted(mode: Mode) -> anyhow::Result<()> {
         json!("bonus")
     );
     // Health says which one is down.
-    let health = platform
-        .data(
-            Some(&admin.access_token),
-            "{ serviceHealth { name healthy } }",
-            json!({}),
-        )
-        .await?;
-    let services = health["serviceHealth"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let services = platform.service_health(&admin).await?;
     for service in &services {
         let down = service["name"] == json!("bonus");
-        assert_eq!(service["healthy"], json!(!down), "{health}");
+        assert_eq!(service["healthy"], json!(!down), "{services:?}");
     }
     assert!(
         services.iter().any(|s| s["name"] == json!("bonus")),
-        "{health}"
+        "{services:?}"
     );
     let ready = platform
         .client()

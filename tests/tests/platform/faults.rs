@@ -230,6 +230,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Every notification `session` holds, with `fields`, page by page.
+async fn all_notifications(
+    client: &Client,
+    session: &Session,
+    fields: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let query = format!(
+        "query($after: String) {{ myNotifications(first: 100, after: $after) {{
+            nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let mut nodes = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let body = client
+            .gql(&session.access_token, &query, json!({ "after": after }))
+            .await?;
+        anyhow::ensure!(body["errors"].is_null(), "myNotifications failed: {body}");
+        let page = &body["data"]["myNotifications"];
+        nodes.extend(page["nodes"].as_array().into_iter().flatten().cloned());
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            return Ok(nodes);
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+}
+
 /// Every IN_APP notification of `kind` that `session` holds, by the
 /// `transferId` in its data (a transfer notified twice counts twice).
 async fn notified_transfers(
@@ -238,28 +264,12 @@ async fn notified_transfers(
     kind: &str,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut found = BTreeMap::new();
-    let mut after = Value::Null;
-    loop {
-        let body = client
-            .gql(
-                &session.access_token,
-                "query($after: String) { myNotifications(first: 100, after: $after) {
-                    nodes { kind channel data } pageInfo { hasNextPage endCursor } } }",
-                json!({ "after": after }),
-            )
-            .await?;
-        anyhow::ensure!(body["errors"].is_null(), "myNotifications failed: {body}");
-        let page = &body["data"]["myNotifications"];
-        for node in page["nodes"].as_array().into_iter().flatten() {
-            if node["kind"] == json!(kind) && node["channel"] == json!("IN_APP") {
-                *found.entry(text(&node["data"]["transferId"])?).or_insert(0) += 1;
-            }
+    for node in all_notifications(client, session, "kind channel data").await? {
+        if node["kind"] == json!(kind) && node["channel"] == json!("IN_APP") {
+            *found.entry(text(&node["data"]["transferId"])?).or_insert(0) += 1;
         }
-        if page["pageInfo"]["hasNextPage"] != json!(true) {
-            return Ok(found);
-        }
-        after = page["pageInfo"]["endCursor"].clone();
     }
+    Ok(found)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,20 +432,12 @@ async fn breaker_state(platform: &Platform, subgraph: &str) -> anyhow::Result<Op
 
 /// Whether `serviceHealth` calls `subgraph` healthy.
 async fn healthy(platform: &Platform, admin: &Session, subgraph: &str) -> anyhow::Result<bool> {
-    let health = platform
-        .data(
-            Some(&admin.access_token),
-            "{ serviceHealth { name healthy } }",
-            json!({}),
-        )
-        .await?;
-    health["serviceHealth"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let services = platform.service_health(admin).await?;
+    services
+        .iter()
         .find(|service| service["name"] == json!(subgraph))
         .map(|service| service["healthy"] == json!(true))
-        .ok_or_else(|| anyhow::anyhow!("serviceHealth does not name {subgraph}: {health}"))
+        .ok_or_else(|| anyhow::anyhow!("serviceHealth does not name {subgraph}: {services:?}"))
 }
 
 /// An operation over auth and bonus whose bonus part is nullable (an
@@ -690,31 +692,15 @@ async fn notifications_on(
     channel: &str,
 ) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let mut found = BTreeMap::new();
-    let mut after = Value::Null;
-    loop {
-        let body = client
-            .gql(
-                &session.access_token,
-                "query($after: String) { myNotifications(first: 100, after: $after) {
-                    nodes { id kind channel status } pageInfo { hasNextPage endCursor } } }",
-                json!({ "after": after }),
-            )
-            .await?;
-        anyhow::ensure!(body["errors"].is_null(), "myNotifications failed: {body}");
-        let page = &body["data"]["myNotifications"];
-        for node in page["nodes"].as_array().into_iter().flatten() {
-            if node["channel"] == json!(channel) {
-                found.insert(
-                    text(&node["id"])?,
-                    (text(&node["kind"])?, text(&node["status"])?),
-                );
-            }
+    for node in all_notifications(client, session, "id kind channel status").await? {
+        if node["channel"] == json!(channel) {
+            found.insert(
+                text(&node["id"])?,
+                (text(&node["kind"])?, text(&node["status"])?),
+            );
         }
-        if page["pageInfo"]["hasNextPage"] != json!(true) {
-            return Ok(found);
-        }
-        after = page["pageInfo"]["endCursor"].clone();
     }
+    Ok(found)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,19 +37,9 @@ async fn transfer(
 
 /// The `kind`s of `session`'s notifications.
 async fn notification_kinds(platform: &Platform, session: &Session) -> anyhow::Result<Vec<String>> {
-    let data = platform
-        .data(
-            Some(&session.access_token),
-            "{ myNotifications(first: 50) { totalCount nodes { kind userId channel } } }",
-            json!({}),
-        )
-        .await?;
-    let nodes = data["myNotifications"]["nodes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let nodes = platform.notifications(session).await?;
     for node in &nodes {
-        assert_eq!(node["userId"], json!(session.id), "{data}");
+        assert_eq!(node["userId"], json!(session.id), "{nodes:?}");
     }
     Ok(nodes
         .iter()

@@ -8,14 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use e2e::feeds::{Feed, Transport};
 use e2e::{eventually, first_code, text, Mode, Platform, Session};
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any one event may take to arrive; generous, never asserted.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,201 +25,48 @@ const WALLET_UPDATED: &str =
 
 const NOTIFICATION_RECEIVED: &str = "subscription { notificationReceived { userId kind title } }";
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// One running subscription, over either transport; yields the GraphQL
-/// results (`{ data, errors }`) it receives.
-enum Feed {
-    WebSocket { socket: Socket, id: String },
-    Sse(EventStream),
+/// Opens `query` with `token` over `transport`. SSE streams get their own
+/// client: the platform's gives up on a request after a minute, and a
+/// stream stays open for as long as the test reads it.
+async fn open(
+    platform: &Platform,
+    transport: Transport,
+    token: &str,
+    query: &str,
+) -> anyhow::Result<Feed> {
+    Feed::open(
+        transport,
+        &reqwest::Client::new(),
+        platform.graphql_url(),
+        token,
+        query,
+    )
+    .await
 }
 
-impl Feed {
-    /// Connects with `token` in `connection_init`, waits for the ack and
-    /// subscribes to `query`.
-    async fn websocket(platform: &Platform, token: &str, query: &str) -> anyhow::Result<Self> {
-        let url = platform.graphql_url().replacen("http://", "ws://", 1);
-        let mut request = url.as_str().into_client_request()?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static("graphql-transport-ws"),
-        );
-        let (mut socket, response) = tokio_tungstenite::connect_async(request).await?;
-        assert_eq!(
-            response.headers().get("sec-websocket-protocol"),
-            Some(&HeaderValue::from_static("graphql-transport-ws"))
-        );
-        send(
-            &mut socket,
-            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }),
-        )
-        .await?;
-        let ack = tokio::time::timeout(EVENT_TIMEOUT, receive(&mut socket))
-            .await
-            .context("no connection_ack")??;
-        assert_eq!(ack, json!({ "type": "connection_ack" }));
-        let id = uuid::Uuid::new_v4().to_string();
-        send(
-            &mut socket,
-            json!({ "id": id, "type": "subscribe", "payload": { "query": query } }),
-        )
-        .await?;
-        Ok(Feed::WebSocket { socket, id })
-    }
-
-    /// `POST /graphql` with `Accept: text/event-stream` and the token in
-    /// `Authorization`.
-    async fn sse(platform: &Platform, token: &str, query: &str) -> anyhow::Result<Self> {
-        // The platform's client gives up on a request after a minute; a
-        // stream stays open for as long as the test reads it.
-        let response = reqwest::Client::new()
-            .post(platform.graphql_url())
-            .header("accept", "text/event-stream")
-            .bearer_auth(token)
-            .json(&json!({ "query": query }))
-            .send()
-            .await?;
-        let status = response.status();
-        if status != reqwest::StatusCode::OK {
-            bail!("SSE refused with {status}: {}", response.text().await?);
-        }
-        let media = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        assert!(media.starts_with("text/event-stream"), "{media}");
-        Ok(Feed::Sse(EventStream {
-            response,
-            buffer: String::new(),
-        }))
-    }
-
-    /// The next result, waiting at most `timeout`; `Ok(None)` when nothing
-    /// came in time. A completed, failed or closed subscription is an error.
-    async fn next_within(&mut self, timeout: Duration) -> anyhow::Result<Option<Value>> {
-        match tokio::time::timeout(timeout, self.next_result()).await {
-            Ok(result) => result.map(Some),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// The next result, waiting at most [`EVENT_TIMEOUT`].
-    async fn next(&mut self) -> anyhow::Result<Value> {
-        self.next_within(EVENT_TIMEOUT)
-            .await?
-            .ok_or_else(|| anyhow!("no event within {EVENT_TIMEOUT:?}"))
-    }
-
-    async fn next_result(&mut self) -> anyhow::Result<Value> {
-        match self {
-            Feed::WebSocket { socket, id } => {
-                let message = receive(socket).await?;
-                if message["type"] != json!("next") || message["id"] != json!(id) {
-                    bail!("expected `next` for {id}, got {message}");
-                }
-                Ok(message["payload"].clone())
-            }
-            Feed::Sse(stream) => {
-                let (event, data) = stream.next().await?;
-                if event != "next" {
-                    bail!("expected `event: next`, got `{event}`: {data}");
-                }
-                Ok(data)
-            }
-        }
-    }
-
-    /// Triggers events with `trigger` until this feed delivers one: the
-    /// gateway opens its upstream subscription asynchronously, so events
-    /// made before it is in place are not seen. Answers the first result.
-    async fn warm_up<F, Fut>(&mut self, mut trigger: F) -> anyhow::Result<Value>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>>,
-    {
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        while tokio::time::Instant::now() < deadline {
-            trigger().await?;
-            if let Some(result) = self.next_within(WARM_UP_WAIT).await? {
-                return Ok(result);
-            }
-        }
-        bail!("the subscription delivered nothing within {EVENT_TIMEOUT:?}")
-    }
-
-    /// Ends the subscription: `complete` on the socket, or the stream dropped.
-    async fn close(self) -> anyhow::Result<()> {
-        if let Feed::WebSocket { mut socket, id } = self {
-            send(&mut socket, json!({ "id": id, "type": "complete" })).await?;
-            socket.close(None).await?;
-        }
-        Ok(())
-    }
+/// The next result of `feed`, waiting at most [`EVENT_TIMEOUT`].
+async fn next(feed: &mut Feed) -> anyhow::Result<Value> {
+    feed.next_within(EVENT_TIMEOUT)
+        .await?
+        .ok_or_else(|| anyhow!("no event within {EVENT_TIMEOUT:?}"))
 }
 
-async fn send(socket: &mut Socket, message: Value) -> anyhow::Result<()> {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await?;
-    Ok(())
-}
-
-/// The next protocol message; answers `ping` itself.
-async fn receive(socket: &mut Socket) -> anyhow::Result<Value> {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let message: Value = serde_json::from_str(text.as_str())?;
-                if message["type"] == json!("ping") {
-                    send(socket, json!({ "type": "pong" })).await?;
-                    continue;
-                }
-                return Ok(message);
-            }
-            Some(Ok(Message::Close(frame))) => bail!("the socket closed: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(err)) => return Err(err.into()),
-            None => bail!("the socket ended"),
+/// Triggers events with `trigger` until `feed` delivers one: the gateway
+/// opens its upstream subscription asynchronously, so events made before it
+/// is in place are not seen. Answers the first result.
+async fn warm_up<F, Fut>(feed: &mut Feed, mut trigger: F) -> anyhow::Result<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        trigger().await?;
+        if let Some(result) = feed.next_within(WARM_UP_WAIT).await? {
+            return Ok(result);
         }
     }
-}
-
-/// Reads SSE events (`event`, parsed `data`) from a streaming response.
-struct EventStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl EventStream {
-    async fn next(&mut self) -> anyhow::Result<(String, Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = None;
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(name) = line.strip_prefix("event:") {
-                        event = Some(name.trim().to_owned());
-                    } else if let Some(chunk) = line.strip_prefix("data:") {
-                        data.push_str(chunk.trim_start());
-                    }
-                }
-                // A block of comments only is a keep-alive.
-                if let Some(event) = event {
-                    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    return Ok((event, data));
-                }
-                continue;
-            }
-            let chunk = self
-                .response
-                .chunk()
-                .await?
-                .ok_or_else(|| anyhow!("the stream ended"))?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
+    bail!("the subscription delivered nothing within {EVENT_TIMEOUT:?}")
 }
 
 /// A user with a EUR wallet, subscribed to both feeds on both transports.
@@ -242,12 +84,12 @@ impl Subscriber {
         let token = session.access_token.as_str();
         Ok(Self {
             wallet_feeds: vec![
-                Feed::websocket(platform, token, WALLET_UPDATED).await?,
-                Feed::sse(platform, token, WALLET_UPDATED).await?,
+                open(platform, Transport::WebSocket, token, WALLET_UPDATED).await?,
+                open(platform, Transport::Sse, token, WALLET_UPDATED).await?,
             ],
             notification_feeds: vec![
-                Feed::websocket(platform, token, NOTIFICATION_RECEIVED).await?,
-                Feed::sse(platform, token, NOTIFICATION_RECEIVED).await?,
+                open(platform, Transport::WebSocket, token, NOTIFICATION_RECEIVED).await?,
+                open(platform, Transport::Sse, token, NOTIFICATION_RECEIVED).await?,
             ],
             session,
             wallet,
@@ -259,20 +101,17 @@ impl Subscriber {
     async fn warm_up(&mut self, platform: &Platform, admin: &Session) -> anyhow::Result<()> {
         let mut feeds = std::mem::take(&mut self.wallet_feeds);
         for feed in &mut feeds {
-            let first = feed
-                .warm_up(|| async {
-                    platform.deposit(admin, &self.wallet, 1).await?;
-                    Ok(())
-                })
-                .await?;
+            let first = warm_up(feed, || async {
+                platform.deposit(admin, &self.wallet, 1).await?;
+                Ok(())
+            })
+            .await?;
             self.check_wallet(&first)?;
         }
         self.wallet_feeds = feeds;
         let user_id = self.session.id.clone();
         for feed in &mut self.notification_feeds {
-            let first = feed
-                .warm_up(|| notify(platform, admin, &user_id, "warm.up"))
-                .await?;
+            let first = warm_up(feed, || notify(platform, admin, &user_id, "warm.up")).await?;
             assert_eq!(
                 first["data"]["notificationReceived"]["userId"],
                 json!(user_id),
@@ -311,8 +150,7 @@ impl Subscriber {
         for feed in &mut feeds {
             let mut missing: BTreeSet<i64> = balances.iter().copied().collect();
             while !missing.is_empty() {
-                let result = feed
-                    .next()
+                let result = next(feed)
                     .await
                     .with_context(|| format!("waiting for balances {missing:?}"))?;
                 missing.remove(&self.check_wallet(&result)?);
@@ -327,8 +165,7 @@ impl Subscriber {
     async fn expect_notification(&mut self, kind: &str, foreign: &[&str]) -> anyhow::Result<()> {
         for feed in &mut self.notification_feeds {
             loop {
-                let result = feed
-                    .next()
+                let result = next(feed)
                     .await
                     .with_context(|| format!("waiting for {kind}"))?;
                 assert!(result["errors"].is_null(), "{result}");

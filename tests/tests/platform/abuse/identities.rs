@@ -100,17 +100,7 @@ async fn arrange(platform: &Platform, admin: &Session) -> anyhow::Result<(Alice,
     let bonus = text(&awarded["awardBonus"]["id"])?;
     // The transfer's and the award's notifications land asynchronously.
     let notification = eventually(Duration::from_secs(30), || async {
-        let data = platform
-            .data(
-                Some(&alice.access_token),
-                "{ myNotifications(first: 100) { nodes { id kind } } }",
-                json!({}),
-            )
-            .await?;
-        let nodes = data["myNotifications"]["nodes"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let nodes = platform.notifications(&alice).await?;
         let has = |kind: &str| nodes.iter().any(|n| n["kind"] == kind);
         Ok((has("transfer.sent") && has("bonus.awarded"))
             .then(|| nodes[0]["id"].as_str().map(str::to_owned))

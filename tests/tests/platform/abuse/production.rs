@@ -22,6 +22,20 @@ const INTROSPECTIONS: &[&str] = &[
 /// A misspelled field the validator has a suggestion for.
 const MISSPELLED: &str = "{ me { emial } }";
 
+/// The message of the `MSGatewayValidationFailed` (400) that `query`
+/// gets from `platform`.
+async fn validation_message(platform: &Platform, query: &str) -> anyhow::Result<String> {
+    let error = refused(
+        platform,
+        None,
+        &json!({ "query": query }),
+        StatusCode::BAD_REQUEST,
+        "MSGatewayValidationFailed",
+    )
+    .await?;
+    Ok(error["message"].as_str().unwrap_or_default().to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_and_suggestions_are_off_in_production_only() -> anyhow::Result<()> {
     // Development: both work, so the production checks below can fail.
@@ -32,45 +46,21 @@ async fn introspection_and_suggestions_are_off_in_production_only() -> anyhow::R
         assert_eq!(first_code(&answer.body), None, "{query}: {:?}", answer.body);
         assert!(answer.body["data"].is_object(), "{:?}", answer.body);
     }
-    let error = refused(
-        &development,
-        None,
-        &json!({ "query": MISSPELLED }),
-        StatusCode::BAD_REQUEST,
-        "MSGatewayValidationFailed",
-    )
-    .await?;
     // The validator names the unknown field; it has no suggestion engine,
     // so production's guarantee is checked on every message below.
-    let message = error["message"].as_str().unwrap_or_default();
+    let message = validation_message(&development, MISSPELLED).await?;
     assert!(message.contains("emial"), "{message}");
     development.shutdown().await?;
 
     let production = Platform::start_with(Mode::Embedded, &[("APP_ENV", "production")]).await?;
     for query in INTROSPECTIONS {
-        let error = refused(
-            &production,
-            None,
-            &json!({ "query": query }),
-            StatusCode::BAD_REQUEST,
-            "MSGatewayValidationFailed",
-        )
-        .await?;
-        let message = error["message"].as_str().unwrap_or_default();
+        let message = validation_message(&production, query).await?;
         assert!(
             !message.contains("Wallet") && !message.contains("User"),
             "{message}"
         );
     }
-    let error = refused(
-        &production,
-        None,
-        &json!({ "query": MISSPELLED }),
-        StatusCode::BAD_REQUEST,
-        "MSGatewayValidationFailed",
-    )
-    .await?;
-    let message = error["message"].as_str().unwrap_or_default();
+    let message = validation_message(&production, MISSPELLED).await?;
     assert!(
         !message.contains("Did you mean") && !message.contains("email"),
         "{message}"
@@ -82,15 +72,7 @@ async fn introspection_and_suggestions_are_off_in_production_only() -> anyhow::R
         "query($w: Strin) { wallet(id: $w) { id } }",
         "{ myNotifications(first: 1, unreadOnyl: true) { totalCount } }",
     ] {
-        let error = refused(
-            &production,
-            None,
-            &json!({ "query": query }),
-            StatusCode::BAD_REQUEST,
-            "MSGatewayValidationFailed",
-        )
-        .await?;
-        let message = error["message"].as_str().unwrap_or_default();
+        let message = validation_message(&production, query).await?;
         assert!(!message.contains("Did you mean"), "{query}: {message}");
     }
     // `__typename` is not introspection of the schema and stays available.

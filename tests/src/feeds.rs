@@ -1,7 +1,9 @@
 //! Subscription clients of the gateway, over both transports it serves:
 //! `graphql-transport-ws` on a WebSocket (the token in `connection_init`)
 //! and graphql-sse (`POST /graphql` with `Accept: text/event-stream`).
-//! A [`Feed`] yields the GraphQL results (`{ data, errors }`) it receives.
+//! A [`Feed`] yields the GraphQL results (`{ data, errors }`) it receives;
+//! the subscriptions test, the subscription benchmark and the soak's
+//! subscribers all read their events through it.
 
 use std::time::Duration;
 
@@ -9,13 +11,16 @@ use anyhow::{anyhow, bail, Context as _};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long the gateway may take to acknowledge a connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The WebSocket subprotocol the gateway speaks.
+const SUBPROTOCOL: &str = "graphql-transport-ws";
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -29,7 +34,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Its name in the report lines.
+    /// Its short name in reports and labels (`ws`, `sse`).
     pub fn name(self) -> &'static str {
         match self {
             Transport::WebSocket => "ws",
@@ -55,6 +60,9 @@ impl Feed {
     /// Subscribes to `query` with `token` over `transport` at the gateway's
     /// `graphql_url`. `client` carries the SSE requests; it must have no
     /// overall timeout, since a stream stays open as long as it is read.
+    /// A WebSocket must be answered in the `graphql-transport-ws`
+    /// subprotocol and acknowledged; an SSE stream must be answered `200`
+    /// as `text/event-stream`.
     pub async fn open(
         transport: Transport,
         client: &reqwest::Client,
@@ -73,9 +81,13 @@ impl Feed {
         let mut request = url.as_str().into_client_request()?;
         request.headers_mut().insert(
             "sec-websocket-protocol",
-            HeaderValue::from_static("graphql-transport-ws"),
+            HeaderValue::from_static(SUBPROTOCOL),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        let protocol = response.headers().get("sec-websocket-protocol");
+        if protocol != Some(&HeaderValue::from_static(SUBPROTOCOL)) {
+            bail!("the gateway answered the subprotocol {protocol:?}, not {SUBPROTOCOL}");
+        }
         let mut socket = Box::new(socket);
         send(
             &mut socket,
@@ -85,7 +97,7 @@ impl Feed {
         let ack = tokio::time::timeout(ACK_TIMEOUT, receive(&mut socket))
             .await
             .context("no connection_ack")??;
-        if ack["type"] != json!("connection_ack") {
+        if ack != json!({ "type": "connection_ack" }) {
             bail!("expected connection_ack, got {ack}");
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -114,6 +126,14 @@ impl Feed {
         if status != reqwest::StatusCode::OK {
             bail!("SSE refused with {status}: {}", response.text().await?);
         }
+        let media = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !media.starts_with("text/event-stream") {
+            bail!("an SSE stream answered as `{media}`");
+        }
         Ok(Feed::Sse(EventStream {
             response,
             buffer: String::new(),
@@ -136,9 +156,31 @@ impl Feed {
                 if event != "next" {
                     bail!("expected `event: next`, got `{event}`: {data}");
                 }
+                if !data.is_object() {
+                    bail!("an SSE `next` event without a JSON result: {data}");
+                }
                 Ok(data)
             }
         }
+    }
+
+    /// The next result, waiting at most `timeout`; `Ok(None)` when nothing
+    /// came in time. A completed, failed or closed subscription is an error.
+    pub async fn next_within(&mut self, timeout: Duration) -> anyhow::Result<Option<Value>> {
+        match tokio::time::timeout(timeout, self.next()).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Ends the subscription: `complete` and a close frame on a socket; an
+    /// SSE stream ends when its response is dropped.
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Feed::WebSocket { mut socket, id } = self {
+            send(&mut socket, json!({ "id": id, "type": "complete" })).await?;
+            (*socket).close(None).await?;
+        }
+        Ok(())
     }
 }
 
