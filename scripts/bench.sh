@@ -581,6 +581,16 @@ fi
     echo "Money invariants: not checked (no run)."
   fi
   echo
+  echo "Where the time goes (\`perf record -g\` on the \`gateway dev\` process during this"
+  echo "scenario, 2026-12-05): about 0.75 ms of CPU per transfer over the whole path, so"
+  echo "two free cores would carry about 2 600/s before the load client takes its share."
+  echo "SQLite is about 26 % of it (statements, commit, WAL checksums; no fsync per commit),"
+  echo "loopback HTTP system calls between the gateway and the subgraph about 18 %,"
+  echo "malloc/free about 12 %, and Ed25519 token verification about 8 % (the gateway and"
+  echo "the subgraph each verify the token). The levers: fewer pages written per"
+  echo "transfer (see the embedded store section), verifying the token once at the gateway"
+  echo "for subgraphs on a trusted network, and a faster allocator."
+  echo
   echo "## Subscriptions"
   echo
   echo "$subscribers WebSocket and $subscribers SSE subscribers through the gateway"
