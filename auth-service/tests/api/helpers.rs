@@ -275,6 +275,15 @@ impl TestApp {
         .await
     }
 
+    pub(crate) async fn logout(&self, refresh_token: &str) -> Value {
+        self.gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": refresh_token }),
+            None,
+        )
+        .await
+    }
+
     /// A second handle on an embedded app's store, to look at what it keeps.
     pub(crate) async fn embedded_store(&self) -> auth_service::store::Store {
         let config = service_core::db::DbConfig {

@@ -55,13 +55,7 @@ async fn logout_ends_one_session() {
     let other = app.login(&email, PASSWORD).await["data"]["login"].clone();
     let refresh = user["refreshToken"].as_str().unwrap();
 
-    let body = app
-        .gql(
-            "mutation($t: String!) { logout(refreshToken: $t) }",
-            json!({ "t": refresh }),
-            None,
-        )
-        .await;
+    let body = app.logout(refresh).await;
     assert_eq!(body["data"]["logout"], true, "{body}");
 
     assert_eq!(code(&app.refresh(refresh).await), "MSAuthInvalidToken");
@@ -235,13 +229,7 @@ async fn a_revocation_reaches_the_other_instance_through_the_cache() {
         let me = app.me(access).await;
         assert_eq!(me["data"]["me"]["id"], user["user"]["id"], "{me}");
     }
-    let body = first
-        .gql(
-            "mutation($t: String!) { logout(refreshToken: $t) }",
-            json!({ "t": user["refreshToken"] }),
-            None,
-        )
-        .await;
+    let body = first.logout(user["refreshToken"].as_str().unwrap()).await;
     assert_eq!(body["data"]["logout"], true, "{body}");
 
     // Invalidation messages travel through Redis pub/sub: give it a moment.
@@ -279,13 +267,7 @@ async fn ended_sessions_are_announced(backend: Backend) {
     let refresh = user["refreshToken"].as_str().unwrap();
     let session_id = refresh.split('.').next().unwrap();
 
-    let body = app
-        .gql(
-            "mutation($t: String!) { logout(refreshToken: $t) }",
-            json!({ "t": refresh }),
-            None,
-        )
-        .await;
+    let body = app.logout(refresh).await;
     assert_eq!(body["data"]["logout"], true, "{body}");
     let logout = next_revocation(&mut revoked).await;
     assert_eq!(logout["userId"], user_id.as_str());
@@ -341,13 +323,7 @@ async fn sessions_lists_the_callers_live_devices() {
     let stranger = app.register().await;
     let query = "{ sessions { id createdAt lastRefreshedAt expiresAt current } }";
 
-    let logout = app
-        .gql(
-            "mutation($t: String!) { logout(refreshToken: $t) }",
-            json!({ "t": third["refreshToken"] }),
-            None,
-        )
-        .await;
+    let logout = app.logout(third["refreshToken"].as_str().unwrap()).await;
     assert_eq!(logout["data"]["logout"], true, "{logout}");
 
     let body = app

@@ -268,12 +268,17 @@ impl EventBus {
             Transport::InProcess(t) => t.subscribe(pattern, subscriber, config, cancel),
             Transport::Redis(t) => t.subscribe(pattern, subscriber, config, cancel).await?,
         };
+        self.track(task);
+        Ok(())
+    }
+
+    /// Keeps a consumer task so [`shutdown`](Self::shutdown) drains it.
+    fn track(&self, task: JoinHandle<()>) {
         self.inner
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(task);
-        Ok(())
     }
 
     /// Calls `handler` for every event of type `event_type` in *this*
@@ -308,11 +313,7 @@ impl EventBus {
                 let config = self.inner.config.clone();
                 let cancel = self.inner.cancel.clone();
                 let task = t.tail(event_type, replay, handler, config, cancel).await?;
-                self.inner
-                    .tasks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(task);
+                self.track(task);
                 Ok(())
             }
         }
