@@ -92,8 +92,11 @@ pub struct Database {
     name: String,
 }
 
-/// Transactions that keep conflicting are given up after this many runs.
-const MAX_TRANSACTION_ATTEMPTS: u32 = 10;
+/// How long a transaction that keeps conflicting is run again before the
+/// conflict is reported. A budget of time rather than a count of runs: how
+/// many runs fit depends on how long each takes, and a busy server makes
+/// each run slower exactly when the collisions are most frequent.
+const TRANSACTION_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 impl Database {
     /// Connects to MongoDB when `config.mongodb_uri` is set, otherwise opens
@@ -257,9 +260,11 @@ impl Database {
         F: for<'t> FnMut(&'t mut Transaction<'a>) -> BoxFuture<'t, Result<T, E>>,
         E: From<StoreError>,
     {
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let may_retry = started.elapsed() < TRANSACTION_RETRY_BUDGET;
             let begun = match &self.backend {
                 Backend::Embedded(s) => s.begin().await.map(TxBackend::Embedded),
                 Backend::Mongo(s) => s.begin().await.map(TxBackend::Mongo),
@@ -268,7 +273,7 @@ impl Database {
                 Ok(backend) => backend,
                 // Another holder of the store (a second process on the same
                 // embedded file) may release it in a moment.
-                Err(err) if err.is_transient() && attempt < MAX_TRANSACTION_ATTEMPTS => {
+                Err(err) if err.is_transient() && may_retry => {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                     continue;
                 }
@@ -283,13 +288,13 @@ impl Database {
             let retry = match outcome {
                 Ok(value) => match tx.commit().await {
                     Ok(()) => return Ok(value),
-                    Err(err) if err.is_transient() && attempt < MAX_TRANSACTION_ATTEMPTS => true,
+                    Err(err) if err.is_transient() && may_retry => true,
                     Err(err) => return Err(err.into()),
                 },
                 Err(err) => {
                     let transient = tx.transient;
                     tx.abort().await;
-                    if !transient || attempt >= MAX_TRANSACTION_ATTEMPTS {
+                    if !transient || !may_retry {
                         return Err(err);
                     }
                     true
@@ -303,8 +308,9 @@ impl Database {
     }
 }
 
-/// Short, growing, jittered pauses: conflicting transactions are usually
-/// racing for the same document and need only a moment to stop colliding.
+/// Short, growing, jittered pauses, at most about 50 ms: conflicting
+/// transactions are usually racing for the same document and need only a
+/// moment to stop colliding.
 fn conflict_backoff(attempt: u32) -> Duration {
     let base_us = 200u64 << attempt.min(8);
     let jitter = rand::random::<u64>() % base_us.max(1);

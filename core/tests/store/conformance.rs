@@ -743,7 +743,7 @@ pub(crate) async fn concurrent_transactions_with_failures_keep_the_books(db: &Te
     const WALLETS: [&str; 4] = ["w0", "w1", "w2", "w3"];
     let (tasks, per_task) = match db.engine {
         Engine::Embedded => (32, 25),
-        Engine::Mongo => (4, 4),
+        Engine::Mongo => (16, 6),
     };
     for id in WALLETS {
         wallet(db, id, START).await;
