@@ -32,6 +32,13 @@ pub mod server;
 pub mod telemetry;
 pub mod webhooks;
 
+/// Every process of the platform allocates through mimalloc: a request
+/// allocates and frees many small buffers (JSON, documents, headers) from
+/// several threads, where the system allocator spent about a seventh of a
+/// transfer's CPU time (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use access_engine;
 pub use context::{Principal, RequestContext, RequestId};
 pub use error::{codes, ApiError, ApiResult, ErrorCode, ErrorRegistry};

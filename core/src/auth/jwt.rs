@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{KeySet, SigningKey};
 use super::revocation::RevocationList;
+use super::verified::VerifiedTokens;
 use crate::error::{codes, ApiError};
 
 /// JWT segments are unpadded base64url; the strict engine also refuses
@@ -45,6 +46,11 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Attacker-chosen header values are echoed in errors (for logs) only up to
 /// this many characters.
 const MAX_ECHOED_CHARS: usize = 64;
+
+/// Verified tokens each verifier remembers, so that a client's next
+/// request with the same token skips the signature check. About 1 KiB
+/// each; far more than the sessions one process serves at once.
+const VERIFIED_TOKENS: usize = 16 * 1024;
 
 /// What a token says, as signed by the auth service. Every claim is
 /// required; unknown extra claims are ignored.
@@ -321,6 +327,8 @@ pub struct TokenVerifier {
     /// Ended sessions, consulted after every other check; `None` only
     /// where no session can be revoked (tests, tools).
     revocations: Option<Arc<RevocationList>>,
+    /// Tokens that passed every check before; shared by clones.
+    verified: Arc<VerifiedTokens>,
 }
 
 /// The header fields the verifier checks before handing the token to
@@ -388,6 +396,7 @@ impl TokenVerifier {
             settings,
             validation,
             revocations: None,
+            verified: Arc::new(VerifiedTokens::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -418,8 +427,31 @@ impl TokenVerifier {
     /// name a trusted key), signature, then `exp`, `nbf`, `iss`, `aud` and
     /// the presence of every claim, and last whether the token's session
     /// was revoked. Time checks apply only to correctly signed tokens, so
-    /// `Expired` never describes a forgery.
+    /// `Expired` never describes a forgery. A token that passed all of it
+    /// before is recognised by its exact text and only its expiry and
+    /// session are checked again (`verified`).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = Utc::now();
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        let claims = match self.verified.get(token, now.timestamp(), leeway) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.check_signed(token)?;
+                self.verified
+                    .insert(token, &claims, now.timestamp(), leeway);
+                claims
+            }
+        };
+        if let Some(revocations) = &self.revocations {
+            if revocations.is_revoked(&claims, now) {
+                return Err(TokenError::Revoked);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Everything [`verify`](Self::verify) checks but the revocation list.
+    fn check_signed(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -452,13 +484,7 @@ impl TokenVerifier {
             .ok_or_else(|| TokenError::UnknownKey { kid: clip(&kid) })?;
         let data = jsonwebtoken::decode::<RawClaims>(token, key.decoding_key(), &self.validation)
             .map_err(|e| token_error(e.kind()))?;
-        let claims = data.claims.into_claims()?;
-        if let Some(revocations) = &self.revocations {
-            if revocations.is_revoked(&claims, Utc::now()) {
-                return Err(TokenError::Revoked);
-            }
-        }
-        Ok(claims)
+        data.claims.into_claims()
     }
 }
 

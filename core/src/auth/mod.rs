@@ -11,6 +11,7 @@
 mod jwt;
 mod keys;
 mod revocation;
+mod verified;
 
 pub use jwt::{
     Claims, IssueError, IssuedToken, JwtSettings, TokenError, TokenIssuer, TokenSubject,
