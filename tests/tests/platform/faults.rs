@@ -933,3 +933,55 @@ async fn the_gateway_drains_requests_in_flight_when_it_stops() -> anyhow::Result
 
     platform.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_diag_notification_feed_after_restart() -> anyhow::Result<()> {
+    use e2e::feeds::{Feed, Transport};
+    let t0 = std::time::Instant::now();
+    let mut platform = Platform::start_with(Mode::Embedded, UNTHROTTLED).await?;
+    let admin = platform.admin().await?;
+    let user = platform.register("diag").await?;
+    let q = "subscription { notificationReceived { userId kind } }";
+    let client = reqwest::Client::new();
+    let notify = |platform: &Platform| {
+        let admin = admin.access_token.clone();
+        let uid = user.id.clone();
+        let p: &Platform = platform;
+        async move {
+            p.gql(Some(&admin), "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { id } }",
+                json!({ "input": { "userId": uid, "kind": "diag", "title": "t", "body": "b", "channels": ["IN_APP"] } })).await
+        }
+    };
+    for transport in [Transport::WebSocket, Transport::Sse] {
+        let mut feed = Feed::open(transport, &client, platform.graphql_url(), &user.access_token, q).await?;
+        loop {
+            notify(&platform).await?;
+            if let Some(v) = feed.next_within(Duration::from_secs(1)).await? { println!("{:?} warm {v}", t0.elapsed()); break; }
+        }
+        println!("{:?} stopping", t0.elapsed());
+        platform.stop_subgraph(e2e::Subgraph::Notification).await?;
+        println!("{:?} stopped", t0.elapsed());
+        let r = feed.next_within(Duration::from_secs(3)).await;
+        println!("{:?} old feed after stop: {r:?}", t0.elapsed());
+        platform.restart_subgraph(e2e::Subgraph::Notification).await?;
+        println!("{:?} restarted", t0.elapsed());
+        let started = std::time::Instant::now();
+        'outer: while started.elapsed() < Duration::from_secs(60) {
+            let opened = tokio::time::timeout(Duration::from_secs(60), Feed::open(transport, &client, platform.graphql_url(), &user.access_token, q)).await;
+            println!("{:?} open -> {:?}", t0.elapsed(), opened.as_ref().map(|r| r.as_ref().map(|_| "ok").map_err(|e| e.to_string())));
+            let Ok(Ok(mut f)) = opened else { tokio::time::sleep(Duration::from_millis(250)).await; continue };
+            loop {
+                let n = notify(&platform).await;
+                println!("{:?} notify -> {:?}", t0.elapsed(), n.map(|b| b["errors"].clone()));
+                match f.next_within(Duration::from_secs(1)).await {
+                    Ok(Some(v)) => { println!("{:?} got {v}", t0.elapsed()); if v["errors"].is_null() { break 'outer; } else { break; } }
+                    Ok(None) => println!("{:?} nothing", t0.elapsed()),
+                    Err(e) => { println!("{:?} feed err {e}", t0.elapsed()); break; }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("{:?} {transport:?} back after {:?}", t0.elapsed(), started.elapsed());
+    }
+    platform.shutdown().await
+}
