@@ -79,6 +79,7 @@ struct RawSettings {
     rate_limit_per_second: f64,
     breaker_failures: u32,
     breaker_reset_ms: u64,
+    subgraph_dedupe: bool,
 }
 
 /// Everything the gateway needs besides the shared settings.
@@ -111,6 +112,10 @@ pub struct GatewaySettings {
     pub breaker_failures: u32,
     /// How long an open breaker refuses calls before probing again.
     pub breaker_reset: Duration,
+    /// Whether identical subgraph fetches of queries in flight at the same
+    /// time (same subgraph, same document and variables, same caller) share
+    /// one call.
+    pub subgraph_dedupe: bool,
     /// The gateway's own database (the config store behind `configs` and
     /// `setConfig`), from the storage variables for service `gateway`.
     /// `None`: those fields answer `MSCoreUnavailable`.
@@ -154,6 +159,7 @@ impl GatewaySettings {
             "rate_limit_per_second": 100.0,
             "breaker_failures": 5,
             "breaker_reset_ms": 5_000,
+            "subgraph_dedupe": true,
         }) {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -224,6 +230,7 @@ impl GatewaySettings {
                 }
                 "breaker_failures" => self.breaker_failures = resolved.breaker_failures,
                 "breaker_reset_ms" => self.breaker_reset = resolved.breaker_reset,
+                "subgraph_dedupe" => self.subgraph_dedupe = resolved.subgraph_dedupe,
                 other => {
                     tracing::warn!(
                         key = other,
@@ -284,6 +291,7 @@ impl GatewaySettings {
             rate_limit_per_second: raw.rate_limit_per_second,
             breaker_failures: raw.breaker_failures.max(1),
             breaker_reset: Duration::from_millis(raw.breaker_reset_ms.max(1)),
+            subgraph_dedupe: raw.subgraph_dedupe,
             database: None,
             vars: StartVars::default(),
         })
@@ -357,6 +365,7 @@ impl Default for GatewaySettings {
             rate_limit_per_second: 100.0,
             breaker_failures: 5,
             breaker_reset: Duration::from_secs(5),
+            subgraph_dedupe: true,
             database: None,
             vars: StartVars::default(),
         }

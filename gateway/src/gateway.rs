@@ -161,6 +161,7 @@ impl Gateway {
                 half_open_max_probes: 1,
             },
             metrics.clone(),
+            settings.subgraph_dedupe,
         );
         let local = LocalSubgraph::new();
         let loaded = load(&client, &local, &settings).await?;
@@ -532,6 +533,7 @@ impl Gateway {
         let forwarded = Forwarded {
             authorization: caller.authorization.clone(),
             request_id: Some(request_id.as_str().to_owned()),
+            shareable: prepared.kind == OperationKind::Query,
         };
         let mut merged = match &prepared.plan {
             Some(plan) => match &plan.node {

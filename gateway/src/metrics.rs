@@ -22,6 +22,8 @@ pub struct GatewayMetrics {
     pub(crate) breaker_state: IntGaugeVec,
     /// Plan-cache lookups by `result` (`hit`, `miss`).
     pub(crate) plan_cache: IntCounterVec,
+    /// Subgraph fetches answered by an identical fetch already in flight.
+    pub(crate) subgraph_shared: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -66,11 +68,19 @@ impl GatewayMetrics {
             ),
             &["result"],
         )?;
+        let subgraph_shared = IntCounterVec::new(
+            Opts::new(
+                "gateway_subgraph_fetches_shared_total",
+                "Subgraph fetches answered by an identical fetch already in flight",
+            ),
+            &["subgraph"],
+        )?;
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(operation_latency.clone()))?;
         registry.register(Box::new(subgraph_latency.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(plan_cache.clone()))?;
+        registry.register(Box::new(subgraph_shared.clone()))?;
         let breaker_state = service_core::resilience::state_gauge(&registry)?;
         Ok(Self {
             core,
@@ -80,6 +90,7 @@ impl GatewayMetrics {
             rejections,
             breaker_state,
             plan_cache,
+            subgraph_shared,
         })
     }
 }

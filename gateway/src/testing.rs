@@ -328,11 +328,23 @@ pub struct Received {
     pub representations: usize,
 }
 
-/// What the test subgraphs received, and which of them are switched off.
-#[derive(Debug, Default)]
+/// What the test subgraphs received, which of them are switched off, and
+/// which hold their answers back.
+#[derive(Debug)]
 pub struct RequestLog {
     received: Mutex<Vec<Received>>,
     down: Mutex<HashSet<String>>,
+    held: tokio::sync::watch::Sender<HashSet<String>>,
+}
+
+impl Default for RequestLog {
+    fn default() -> Self {
+        Self {
+            received: Mutex::default(),
+            down: Mutex::default(),
+            held: tokio::sync::watch::Sender::new(HashSet::new()),
+        }
+    }
 }
 
 impl RequestLog {
@@ -363,6 +375,27 @@ impl RequestLog {
         } else {
             set.remove(subgraph);
         }
+    }
+
+    /// Makes `subgraph` hold every answer (after logging the request) until
+    /// it is released, or releases what it holds.
+    pub fn set_held(&self, subgraph: &str, held: bool) {
+        self.held.send_modify(|set| {
+            if held {
+                set.insert(subgraph.to_owned());
+            } else {
+                set.remove(subgraph);
+            }
+        });
+    }
+
+    async fn wait_while_held(&self, subgraph: &str) {
+        // The sender lives as long as the log, so waiting cannot fail.
+        let _ = self
+            .held
+            .subscribe()
+            .wait_for(|held| !held.contains(subgraph))
+            .await;
     }
 
     fn is_down(&self, subgraph: &str) -> bool {
@@ -430,6 +463,7 @@ async fn handle(State(served): State<Served>, headers: HeaderMap, body: Bytes) -
     let Ok(request) = serde_json::from_value::<async_graphql::Request>(raw) else {
         return (StatusCode::BAD_REQUEST, "not a GraphQL request").into_response();
     };
+    served.log.wait_while_held(served.name).await;
     let response = (served.executor)(request).await;
     Json(json!(response)).into_response()
 }

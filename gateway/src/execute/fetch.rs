@@ -1,11 +1,21 @@
 //! Calls to subgraphs: one pooled keep-alive HTTP client, a breaker and a
 //! latency histogram per subgraph, the caller's `Authorization` and
 //! `x-request-id` on every call.
+//!
+//! Fetches of a query that are identical to one already in flight (same
+//! subgraph URL, same document and variables, same `Authorization`) wait
+//! for that call's answer instead of making their own: a burst of the same
+//! query costs each subgraph one call. Only queries share: a fetch in a
+//! mutation (or after one) must see that mutation's effects, which a read
+//! started earlier might not. A shared call carries the request id of the
+//! request that started it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{json, Map, Value};
 use service_core::resilience::{BreakerConfig, BreakerError, CircuitBreaker};
 
@@ -16,17 +26,20 @@ use crate::metrics::GatewayMetrics;
 pub(crate) struct Forwarded {
     pub(crate) authorization: Option<String>,
     pub(crate) request_id: Option<String>,
+    /// The operation is a query: its fetches may share an identical call
+    /// already in flight.
+    pub(crate) shareable: bool,
 }
 
 /// A subgraph's answer: `data` and `errors` as it sent them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct SubgraphResponse {
     pub(crate) data: Option<Value>,
     pub(crate) errors: Vec<Value>,
 }
 
 /// Why a subgraph gave no GraphQL answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub(crate) enum FetchError {
     #[error("{0}")]
     Transport(String),
@@ -36,6 +49,38 @@ pub(crate) enum FetchError {
     Open,
 }
 
+/// What identifies a fetch others may share.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FetchKey {
+    url: String,
+    authorization: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A call in flight, as its sharers await it.
+type SharedCall = Shared<BoxFuture<'static, Result<Arc<SubgraphResponse>, FetchError>>>;
+
+/// Removes the call it was made for from the in-flight map when the fetch
+/// that started the call ends, finished or cancelled, so later fetches
+/// start a fresh call. (Sharers still waiting keep the call running.)
+struct InFlight<'a> {
+    calls: &'a Mutex<HashMap<FetchKey, SharedCall>>,
+    key: FetchKey,
+    call: SharedCall,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        if calls
+            .get(&self.key)
+            .is_some_and(|call| call.ptr_eq(&self.call))
+        {
+            calls.remove(&self.key);
+        }
+    }
+}
+
 /// The subgraph HTTP client shared by every request.
 pub(crate) struct SubgraphClient {
     http: reqwest::Client,
@@ -43,6 +88,9 @@ pub(crate) struct SubgraphClient {
     breaker_config: BreakerConfig,
     breakers: RwLock<HashMap<String, Arc<CircuitBreaker>>>,
     metrics: GatewayMetrics,
+    /// Whether query fetches share identical calls in flight.
+    dedupe: bool,
+    in_flight: Mutex<HashMap<FetchKey, SharedCall>>,
 }
 
 impl SubgraphClient {
@@ -51,6 +99,7 @@ impl SubgraphClient {
         timeout: Duration,
         breaker_config: BreakerConfig,
         metrics: GatewayMetrics,
+        dedupe: bool,
     ) -> Self {
         Self {
             http,
@@ -58,6 +107,8 @@ impl SubgraphClient {
             breaker_config,
             breakers: RwLock::new(HashMap::new()),
             metrics,
+            dedupe,
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,7 +151,8 @@ impl SubgraphClient {
         }
     }
 
-    /// Sends one operation to `subgraph` at `url`.
+    /// Sends one operation to `subgraph` at `url`, or, for a query, waits
+    /// for an identical call already in flight.
     pub(crate) async fn fetch(
         &self,
         subgraph: &str,
@@ -109,61 +161,111 @@ impl SubgraphClient {
         variables: Map<String, Value>,
         forwarded: &Forwarded,
     ) -> Result<SubgraphResponse, FetchError> {
-        let breaker = self.breaker(subgraph);
-        let started = Instant::now();
-        let call = self.send(url, query, variables, forwarded);
-        let result = breaker.call(call).await;
-        self.metrics
-            .subgraph_latency
-            .with_label_values(&[subgraph])
-            .observe(started.elapsed().as_secs_f64());
-        breaker.report_state(&self.metrics.breaker_state);
-        match result {
-            Ok(response) => Ok(response),
-            Err(BreakerError::Inner(err)) => Err(err),
-            Err(_) => Err(FetchError::Open),
+        let body = serde_json::to_vec(&json!({ "query": query, "variables": variables }))
+            .map_err(|err| FetchError::Transport(err.to_string()))?;
+        if !(self.dedupe && forwarded.shareable) {
+            return self.call(subgraph, url, body, forwarded).await;
         }
+        let key = FetchKey {
+            url: url.to_owned(),
+            authorization: forwarded.authorization.clone(),
+            body,
+        };
+        let (call, _started_here) = {
+            let mut calls = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match calls.get(&key) {
+                Some(call) => {
+                    self.metrics
+                        .subgraph_shared
+                        .with_label_values(&[subgraph])
+                        .inc();
+                    (call.clone(), None)
+                }
+                None => {
+                    let call = self
+                        .call(subgraph, url, key.body.clone(), forwarded)
+                        .map(|answer| answer.map(Arc::new))
+                        .boxed()
+                        .shared();
+                    calls.insert(key.clone(), call.clone());
+                    let started_here = InFlight {
+                        calls: &self.in_flight,
+                        key,
+                        call: call.clone(),
+                    };
+                    (call, Some(started_here))
+                }
+            }
+        };
+        call.await.map(Arc::unwrap_or_clone)
     }
 
-    async fn send(
+    /// One call through the subgraph's breaker, timed. Owns what it needs,
+    /// so that fetches of other requests can share it.
+    fn call(
         &self,
+        subgraph: &str,
         url: &str,
-        query: &str,
-        variables: Map<String, Value>,
+        body: Vec<u8>,
         forwarded: &Forwarded,
-    ) -> Result<SubgraphResponse, FetchError> {
+    ) -> impl Future<Output = Result<SubgraphResponse, FetchError>> + Send + 'static {
+        let breaker = self.breaker(subgraph);
+        let metrics = self.metrics.clone();
+        let subgraph = subgraph.to_owned();
         let mut request = self
             .http
             .post(url)
             .timeout(self.timeout)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(&json!({ "query": query, "variables": variables }));
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         if let Some(authorization) = &forwarded.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         if let Some(id) = &forwarded.request_id {
             request = request.header("x-request-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| FetchError::Transport(err.to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| FetchError::Transport(err.to_string()))?;
-        let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
-        match parsed {
-            Some(mut object) if object.contains_key("data") || object.contains_key("errors") => {
-                let data = object.remove("data").filter(|d| !d.is_null());
-                let errors = match object.remove("errors") {
-                    Some(Value::Array(errors)) => errors,
-                    _ => Vec::new(),
-                };
-                Ok(SubgraphResponse { data, errors })
+        async move {
+            let started = Instant::now();
+            let result = breaker.call(send(request)).await;
+            metrics
+                .subgraph_latency
+                .with_label_values(&[&subgraph])
+                .observe(started.elapsed().as_secs_f64());
+            breaker.report_state(&metrics.breaker_state);
+            match result {
+                Ok(response) => Ok(response),
+                Err(BreakerError::Inner(err)) => Err(err),
+                Err(_) => Err(FetchError::Open),
             }
-            _ => Err(FetchError::Status(status.as_u16())),
         }
+    }
+}
+
+/// Sends `request` and reads the subgraph's GraphQL answer.
+async fn send(request: reqwest::RequestBuilder) -> Result<SubgraphResponse, FetchError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|err| FetchError::Transport(err.to_string()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| FetchError::Transport(err.to_string()))?;
+    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
+    match parsed {
+        Some(mut object) if object.contains_key("data") || object.contains_key("errors") => {
+            let data = object.remove("data").filter(|d| !d.is_null());
+            let errors = match object.remove("errors") {
+                Some(Value::Array(errors)) => errors,
+                _ => Vec::new(),
+            };
+            Ok(SubgraphResponse { data, errors })
+        }
+        _ => Err(FetchError::Status(status.as_u16())),
     }
 }

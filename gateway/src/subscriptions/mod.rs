@@ -141,6 +141,9 @@ impl Running {
         let forwarded = Forwarded {
             authorization: self.caller.authorization.clone(),
             request_id: Some(self.request_id.as_str().to_owned()),
+            // What an event's fetches read must be at least as new as the
+            // event: a read started before it might not be.
+            shareable: false,
         };
         let variables: Map<String, Value> = self
             .primary

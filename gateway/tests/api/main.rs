@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod dedupe;
 mod directives;
 mod federation;
 mod file_mode;
