@@ -583,15 +583,15 @@ fi
     echo "Money invariants: not checked (no run)."
   fi
   echo
-  echo "Where the time goes (\`perf record -g\` on the \`gateway dev\` process during this"
-  echo "scenario, 2026-12-05): about 0.75 ms of CPU per transfer over the whole path, so"
-  echo "two free cores would carry about 2 600/s before the load client takes its share."
-  echo "SQLite is about 26 % of it (statements, commit, WAL checksums; no fsync per commit),"
-  echo "loopback HTTP system calls between the gateway and the subgraph about 18 %,"
-  echo "malloc/free about 12 %, and Ed25519 token verification about 8 % (the gateway and"
-  echo "the subgraph each verify the token). The levers: fewer pages written per"
-  echo "transfer (see the embedded store section), verifying the token once at the gateway"
-  echo "for subgraphs on a trusted network, and a faster allocator."
+  echo "Where the time goes: a \`perf record -g\` of the \`gateway dev\` process (2026-12-05,"
+  echo "before the allocator and token-cache changes) put about 0.75 ms of CPU into each"
+  echo "transfer: SQLite about 26 %, loopback HTTP system calls between the gateway and"
+  echo "the subgraph about 18 %, malloc/free about 12 %, Ed25519 verification about 8 %"
+  echo "(the gateway and the subgraph each verified the token). Since then every process"
+  echo "allocates with mimalloc and each verifier checks a token's signature once, which"
+  echo "took the random-wallet figure from about 2 300/s to 2 900-3 500/s depending on"
+  echo "what else the two cores run (the load client shares them). What is left is the"
+  echo "store (see the service-level section below) and the HTTP hop to the subgraph."
   echo
   echo "## Subscriptions"
   echo
@@ -666,8 +666,9 @@ fi
     echo
     echo "Argon2id at the OWASP parameters (19 MiB, t = 2, p = 1) bounds logins: a login"
     echo "is one verification plus a store read and a session write, so logins per second"
-    echo "per core are about the verification figure. Token verification is one EdDSA"
-    echo "signature check plus the claim checks (\`iss\`, \`aud\`, \`exp\`)."
+    echo "per core are about the verification figure. A token's first verification is one"
+    echo "EdDSA signature check plus the claim checks (\`iss\`, \`aud\`, \`exp\`); each"
+    echo "verifier then recognises it (\`verify_cached\`) and checks only expiry and revocation."
     echo
     echo "| scenario | low | estimate | high |"
     echo "| --- | --- | --- | --- |"

@@ -953,35 +953,84 @@ async fn zz_diag_notification_feed_after_restart() -> anyhow::Result<()> {
         }
     };
     for transport in [Transport::WebSocket, Transport::Sse] {
-        let mut feed = Feed::open(transport, &client, platform.graphql_url(), &user.access_token, q).await?;
+        let mut feed = Feed::open(
+            transport,
+            &client,
+            platform.graphql_url(),
+            &user.access_token,
+            q,
+        )
+        .await?;
         loop {
             notify(&platform).await?;
-            if let Some(v) = feed.next_within(Duration::from_secs(1)).await? { println!("{:?} warm {v}", t0.elapsed()); break; }
+            if let Some(v) = feed.next_within(Duration::from_secs(1)).await? {
+                println!("{:?} warm {v}", t0.elapsed());
+                break;
+            }
         }
         println!("{:?} stopping", t0.elapsed());
         platform.stop_subgraph(e2e::Subgraph::Notification).await?;
         println!("{:?} stopped", t0.elapsed());
         let r = feed.next_within(Duration::from_secs(3)).await;
         println!("{:?} old feed after stop: {r:?}", t0.elapsed());
-        platform.restart_subgraph(e2e::Subgraph::Notification).await?;
+        platform
+            .restart_subgraph(e2e::Subgraph::Notification)
+            .await?;
         println!("{:?} restarted", t0.elapsed());
         let started = std::time::Instant::now();
         'outer: while started.elapsed() < Duration::from_secs(60) {
-            let opened = tokio::time::timeout(Duration::from_secs(60), Feed::open(transport, &client, platform.graphql_url(), &user.access_token, q)).await;
-            println!("{:?} open -> {:?}", t0.elapsed(), opened.as_ref().map(|r| r.as_ref().map(|_| "ok").map_err(|e| e.to_string())));
-            let Ok(Ok(mut f)) = opened else { tokio::time::sleep(Duration::from_millis(250)).await; continue };
+            let opened = tokio::time::timeout(
+                Duration::from_secs(60),
+                Feed::open(
+                    transport,
+                    &client,
+                    platform.graphql_url(),
+                    &user.access_token,
+                    q,
+                ),
+            )
+            .await;
+            println!(
+                "{:?} open -> {:?}",
+                t0.elapsed(),
+                opened
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|_| "ok").map_err(|e| e.to_string()))
+            );
+            let Ok(Ok(mut f)) = opened else {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            };
             loop {
                 let n = notify(&platform).await;
-                println!("{:?} notify -> {:?}", t0.elapsed(), n.map(|b| b["errors"].clone()));
+                println!(
+                    "{:?} notify -> {:?}",
+                    t0.elapsed(),
+                    n.map(|b| b["errors"].clone())
+                );
                 match f.next_within(Duration::from_secs(1)).await {
-                    Ok(Some(v)) => { println!("{:?} got {v}", t0.elapsed()); if v["errors"].is_null() { break 'outer; } else { break; } }
+                    Ok(Some(v)) => {
+                        println!("{:?} got {v}", t0.elapsed());
+                        if v["errors"].is_null() {
+                            break 'outer;
+                        } else {
+                            break;
+                        }
+                    }
                     Ok(None) => println!("{:?} nothing", t0.elapsed()),
-                    Err(e) => { println!("{:?} feed err {e}", t0.elapsed()); break; }
+                    Err(e) => {
+                        println!("{:?} feed err {e}", t0.elapsed());
+                        break;
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        println!("{:?} {transport:?} back after {:?}", t0.elapsed(), started.elapsed());
+        println!(
+            "{:?} {transport:?} back after {:?}",
+            t0.elapsed(),
+            started.elapsed()
+        );
     }
     platform.shutdown().await
 }
