@@ -578,3 +578,34 @@ impl BenchSubgraphs {
         }
     }
 }
+
+/// The event of one server-sent-events block (`event`, parsed `data`), or
+/// `None` for a block without `event:` (a keep-alive comment).
+pub fn parse_sse_block(block: &str) -> Option<(String, Value)> {
+    let mut event = None;
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(name) = line.strip_prefix("event:") {
+            event = Some(name.trim().to_owned());
+        } else if let Some(chunk) = line.strip_prefix("data:") {
+            data.push_str(chunk.trim_start());
+        }
+    }
+    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+    event.map(|event| (event, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_sse_block_and_skips_keep_alives() {
+        let block = "event: next\ndata: {\"data\":{\"x\":1}}\n\n";
+        assert_eq!(
+            parse_sse_block(block),
+            Some(("next".to_owned(), json!({ "data": { "x": 1 } })))
+        );
+        assert_eq!(parse_sse_block(": keep-alive\n\n"), None);
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use futures::{SinkExt, StreamExt};
+use gateway::testing::parse_sse_block;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -222,7 +223,7 @@ impl EventStream {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_block(&block) {
+                if let Some(event) = parse_sse_block(&block) {
                     return Ok(event);
                 }
                 // A block of comments only is a keep-alive.
@@ -235,35 +236,5 @@ impl EventStream {
                 .ok_or_else(|| anyhow!("the stream ended"))?;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
-    }
-}
-
-/// The event of one SSE block, or `None` for a block without `event:`.
-fn parse_block(block: &str) -> Option<(String, Value)> {
-    let mut event = None;
-    let mut data = String::new();
-    for line in block.lines() {
-        if let Some(name) = line.strip_prefix("event:") {
-            event = Some(name.trim().to_owned());
-        } else if let Some(chunk) = line.strip_prefix("data:") {
-            data.push_str(chunk.trim_start());
-        }
-    }
-    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
-    event.map(|event| (event, data))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_an_sse_block_and_skips_keep_alives() {
-        let block = "event: next\ndata: {\"data\":{\"x\":1}}\n\n";
-        assert_eq!(
-            parse_block(block),
-            Some(("next".to_owned(), json!({ "data": { "x": 1 } })))
-        );
-        assert_eq!(parse_block(": keep-alive\n\n"), None);
     }
 }

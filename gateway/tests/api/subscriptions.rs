@@ -581,19 +581,9 @@ impl EventStream {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = None;
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(name) = line.strip_prefix("event:") {
-                        event = Some(name.trim().to_owned());
-                    } else if let Some(chunk) = line.strip_prefix("data:") {
-                        data.push_str(chunk.trim_start());
-                    }
-                }
                 // A block of comments only is a keep-alive.
-                if let Some(event) = event {
-                    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    return Some((event, data));
+                if let Some(event) = gateway::testing::parse_sse_block(&block) {
+                    return Some(event);
                 }
                 continue;
             }
