@@ -780,6 +780,48 @@ async fn outbox_relays_running_together_publish_each_entry_once() {
 }
 
 #[tokio::test]
+async fn outbox_relay_that_cannot_publish_releases_its_claims_and_marks_nothing() {
+    let store = embedded_db().await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let event = Event::new("bonus.granted", "t1", None, json!({})).unwrap();
+        transfer(&store.db, &event, false).await.unwrap();
+        events.push(event);
+    }
+    // A closed bus refuses every event.
+    let closed = EventBus::in_process(fast_config());
+    closed.shutdown().await;
+    let failing = OutboxRelay::new(store.db.clone(), closed, outbox_config());
+
+    assert_eq!(failing.relay_once().await.unwrap(), 0);
+
+    for event in &events {
+        let entry = store
+            .db
+            .get(OUTBOX_COLLECTION, &event.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry["published"], json!(false), "{}", event.id);
+        assert_eq!(entry["claimed_until"], json!(0), "{}", event.id);
+        assert_eq!(entry["claimed_by"], Value::Null, "{}", event.id);
+    }
+    // Released, not leased: another relay publishes them all at once.
+    let bus = EventBus::in_process(fast_config());
+    let calls = Calls::default();
+    bus.on("bonus.granted", "ledger", calls.handler())
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(store.db.clone(), bus.clone(), outbox_config());
+    assert_eq!(relay.relay_once().await.unwrap(), events.len());
+    flush(&bus, "bonus.granted", &calls).await;
+    for event in &events {
+        assert_eq!(calls.of(&event.id), 1);
+    }
+    bus.shutdown().await;
+}
+
+#[tokio::test]
 async fn outbox_purges_published_entries_after_retention() {
     let store = embedded_db().await;
     let bus = EventBus::in_process(fast_config());

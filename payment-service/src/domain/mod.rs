@@ -17,7 +17,7 @@ mod reads;
 pub mod reconcile;
 mod withdrawals;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -114,8 +114,10 @@ struct Inner {
     payouts: PayoutGateway,
     policy: PaymentPolicy,
     faults: RwLock<Option<FaultInjector>>,
-    /// Users seen to exist (ids), in front of the `known_users` collection.
-    known: Mutex<HashSet<String>>,
+    /// Users seen to exist, in front of the `known_users` collection: by
+    /// id, with their tenant once it has been read from (or written to)
+    /// that collection. Users are never forgotten, so a hit is the truth.
+    known: Mutex<HashMap<String, Option<String>>>,
     /// `wallet.updated` as received from the bus, fanned out to the
     /// subscriptions of every instance.
     updates: LiveFeed<WalletUpdated>,
@@ -150,7 +152,7 @@ impl PaymentService {
                 payouts,
                 policy,
                 faults: RwLock::new(None),
-                known: Mutex::new(HashSet::new()),
+                known: Mutex::new(HashMap::new()),
                 updates: live_feed(None),
                 metrics: None,
             }),
@@ -258,15 +260,8 @@ impl PaymentService {
     /// Remembers that `user_id` exists (from `user.registered`, or because
     /// a token signed for it called us).
     pub async fn remember_user(&self, user_id: &str, tenant_id: &str, source: &str) {
-        {
-            let known = self
-                .inner
-                .known
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if known.contains(user_id) {
-                return;
-            }
+        if self.known_lock().contains_key(user_id) {
+            return;
         }
         let doc = serde_json::json!({
             "_id": user_id,
@@ -275,38 +270,58 @@ impl PaymentService {
             "seenAt": chrono::Utc::now().timestamp_millis(),
         });
         if let serde_json::Value::Object(doc) = doc {
-            match self.inner.db.insert(crate::store::KNOWN_USERS, doc).await {
-                Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+            // A duplicate was recorded earlier, maybe with another source's
+            // idea of the tenant: the stored one is read when needed.
+            let tenant = match self.inner.db.insert(crate::store::KNOWN_USERS, doc).await {
+                Ok(()) => Some(tenant_id.to_owned()),
+                Err(StoreError::Duplicate { .. }) => None,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not record a known user");
                     return;
                 }
-            }
+            };
+            self.remember_tenant(user_id, tenant);
         }
-        let mut known = self
-            .inner
+    }
+
+    fn known_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.inner
             .known
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remember_tenant(&self, user_id: &str, tenant: Option<String>) {
+        let mut known = self.known_lock();
         if known.len() >= KNOWN_CACHE {
             known.clear();
         }
-        known.insert(user_id.to_owned());
+        let slot = known.entry(user_id.to_owned()).or_default();
+        if tenant.is_some() {
+            *slot = tenant;
+        }
     }
 
     /// The tenant of a user known to exist; `None` for an unknown user.
     async fn known_user(&self, user_id: &str) -> Result<Option<String>, ApiError> {
+        if let Some(Some(tenant)) = self.known_lock().get(user_id) {
+            return Ok(Some(tenant.clone()));
+        }
         let doc = self
             .inner
             .db
             .get(crate::store::KNOWN_USERS, user_id)
             .await?;
-        Ok(doc.map(|d| {
+        let tenant = doc.map(|d| {
             d.get("tenantId")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or(&self.inner.policy.default_tenant)
                 .to_owned()
-        }))
+        });
+        if let Some(tenant) = &tenant {
+            self.remember_tenant(user_id, Some(tenant.clone()));
+        }
+        Ok(tenant)
     }
 
     /// Whether `user_id` is known to exist (a transfer to them is allowed).
