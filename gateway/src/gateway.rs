@@ -366,14 +366,15 @@ impl Gateway {
         Ok(ConfigAdmin::new(db, self.inner.settings.vars.0.clone()))
     }
 
-    /// Runs one GraphQL request for `caller`.
+    /// Runs one GraphQL request for `caller`; answers the response body,
+    /// serialized.
     pub(crate) async fn execute(
         &self,
         request: GraphqlRequest,
         caller: &Caller,
         request_id: &RequestId,
         over_get: bool,
-    ) -> (Value, Outcome) {
+    ) -> (Vec<u8>, Outcome) {
         let started = Instant::now();
         let loaded = self.loaded();
         match self
@@ -381,16 +382,9 @@ impl Gateway {
             .await
         {
             Ok((body, kind)) => {
-                self.inner
-                    .metrics
-                    .operations
-                    .with_label_values(&[kind])
-                    .inc();
-                self.inner
-                    .metrics
-                    .operation_latency
-                    .with_label_values(&[kind])
-                    .observe(started.elapsed().as_secs_f64());
+                let series = self.inner.metrics.operation(&kind);
+                series.count.inc();
+                series.latency.observe(started.elapsed().as_secs_f64());
                 (body, Outcome::Executed)
             }
             Err((error, outcome)) => {
@@ -399,7 +393,8 @@ impl Gateway {
                     .rejections
                     .with_label_values(&[error.code()])
                     .inc();
-                (json!({ "errors": [error.to_json()] }), outcome)
+                let body = json!({ "errors": [error.to_json()] });
+                (serde_json::to_vec(&body).unwrap_or_default(), outcome)
             }
         }
     }
@@ -427,17 +422,30 @@ impl Gateway {
                     "The request has no query",
                 ))
             })?;
-        crate::limits::check_nesting(query, &settings.limits).map_err(refuse)?;
-        let document = q::parse_query::<String>(query)
-            .map_err(|err| {
-                refuse(GraphqlError::new(
-                    codes::PARSE_FAILED,
-                    clean_parse_error(&err.to_string()),
-                ))
-            })?
-            .into_static();
+        // A text already parsed was checked, parsed and minified then: the
+        // checks depend on the text and the settings only.
+        let kept = loaded.plans.document(query);
+        let parsed = match &kept {
+            Some(parsed) => parsed.clone(),
+            None => {
+                crate::limits::check_nesting(query, &settings.limits).map_err(refuse)?;
+                let document = q::parse_query::<String>(query)
+                    .map_err(|err| {
+                        refuse(GraphqlError::new(
+                            codes::PARSE_FAILED,
+                            clean_parse_error(&err.to_string()),
+                        ))
+                    })?
+                    .into_static();
+                Arc::new(plan::Parsed {
+                    document,
+                    minified: q::minify_query(query).unwrap_or_else(|_| query.to_owned()),
+                })
+            }
+        };
+        let document = &parsed.document;
         let operation_name = request.operation_name.as_deref().filter(|n| !n.is_empty());
-        let operation = select_operation(&document, operation_name).map_err(refuse)?;
+        let operation = select_operation(document, operation_name).map_err(refuse)?;
         let is_mutation = matches!(operation, OperationDefinition::Mutation(_));
         if over_get && is_mutation {
             return Err(Box::new((
@@ -445,36 +453,28 @@ impl Gateway {
                 Outcome::MutationOverGet,
             )));
         }
-        let key = (
-            q::minify_query(query).unwrap_or_else(|_| query.to_owned()),
-            operation_name.map(str::to_owned),
-        );
         let mut variables = request.variables.unwrap_or_default();
         apply_variable_defaults(operation, &mut variables);
         // Limits first: they are linear in the document (fragment bombs
         // included); validation is not.
         crate::limits::check(
-            &document,
+            document,
             operation,
             &supergraph.types,
             &settings.limits,
             &variables,
         )
         .map_err(refuse)?;
-        let cached = loaded.plans.get(&key);
-        self.inner
-            .metrics
-            .plan_cache
-            .with_label_values(&[if cached.is_some() { "hit" } else { "miss" }])
-            .inc();
+        let cached = loaded.plans.get(&parsed.minified, operation_name);
+        self.inner.metrics.plan_cache_lookup(cached.is_some());
         if cached.is_none() {
-            validate(supergraph, &document, production).map_err(refuse)?;
+            validate(supergraph, document, production).map_err(refuse)?;
         }
         let prepared = match cached {
             Some(prepared) => prepared,
             None => {
                 let prepared =
-                    plan::prepare(supergraph, &document, operation_name).map_err(|err| {
+                    plan::prepare(supergraph, document, operation_name).map_err(|err| {
                         refuse(match err {
                             plan::PlanError::Normalization(message) => {
                                 GraphqlError::new(codes::VALIDATION_FAILED, message)
@@ -491,10 +491,15 @@ impl Gateway {
                         })
                     })?;
                 let prepared = Arc::new(prepared);
-                loaded.plans.insert(key, prepared.clone());
+                loaded
+                    .plans
+                    .insert(&parsed.minified, operation_name, prepared.clone());
                 prepared
             }
         };
+        if kept.is_none() {
+            loaded.plans.insert_document(query, parsed);
+        }
         Ok(Prepared {
             operation: prepared,
             variables,
@@ -508,7 +513,7 @@ impl Gateway {
         caller: &Caller,
         request_id: &RequestId,
         over_get: bool,
-    ) -> Result<(Value, &'static str), (GraphqlError, Outcome)> {
+    ) -> Result<(Vec<u8>, OperationKind), (GraphqlError, Outcome)> {
         let supergraph = &loaded.supergraph;
         let Prepared {
             operation: prepared,
@@ -552,18 +557,9 @@ impl Gateway {
             },
             None => execute::Merged::empty(),
         };
-        let kind = match prepared.kind {
-            OperationKind::Mutation => "mutation",
-            OperationKind::Subscription => "subscription",
-            OperationKind::Query => "query",
-        };
-        let root = match kind {
-            "mutation" => supergraph
-                .types
-                .mutation
-                .clone()
-                .unwrap_or_else(|| "Mutation".to_owned()),
-            _ => supergraph.types.query.clone(),
+        let root = match prepared.kind {
+            OperationKind::Mutation => supergraph.types.mutation.as_deref().unwrap_or("Mutation"),
+            OperationKind::Query | OperationKind::Subscription => &supergraph.types.query,
         };
         execute::introspection::resolve_root(
             supergraph,
@@ -571,21 +567,15 @@ impl Gateway {
             &variables,
             &mut merged.data,
         );
-        let mut errors = merged.errors;
-        let data = execute::project(
+        let body = execute::response_body(
             &supergraph.types,
-            &root,
+            root,
             &prepared.operation.selection_set,
             &merged.data,
             &variables,
-            &mut errors,
+            merged.errors,
         );
-        let mut body = Map::new();
-        if !errors.is_empty() {
-            body.insert("errors".to_owned(), Value::Array(errors));
-        }
-        body.insert("data".to_owned(), data);
-        Ok((Value::Object(body), kind))
+        Ok((body, prepared.kind.clone()))
     }
 }
 

@@ -83,16 +83,21 @@ fn is_json_body(headers: &HeaderMap) -> bool {
 }
 
 fn respond(status: StatusCode, body: &Value, graphql_response: bool) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    respond_bytes(status, bytes, graphql_response)
+}
+
+/// Answers a body already serialized.
+fn respond_bytes(status: StatusCode, body: Vec<u8>, graphql_response: bool) -> Response {
     let content_type = if graphql_response {
         GRAPHQL_RESPONSE
     } else {
         JSON
     };
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        bytes,
+        body,
     )
         .into_response()
 }
@@ -117,51 +122,11 @@ async fn graphql_post(
             graphql_response,
         );
     }
-    let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let requests = match parsed {
-        Ok(Value::Array(items)) => {
-            let max = gateway.settings().limits.max_batch;
-            if items.is_empty() || items.len() > max {
-                let error = GraphqlError::new(
-                    codes::BATCH_TOO_LARGE,
-                    format!(
-                        "A batch holds 1 to {max} operations; this one has {}",
-                        items.len()
-                    ),
-                )
-                .with("batchSize", items.len())
-                .with("maxBatch", max);
-                gateway
-                    .metrics()
-                    .rejections
-                    .with_label_values(&[error.code()])
-                    .inc();
-                return respond(
-                    StatusCode::BAD_REQUEST,
-                    &error_body(&error),
-                    graphql_response,
-                );
-            }
-            let parsed: Result<Vec<GraphqlRequest>, _> =
-                items.into_iter().map(serde_json::from_value).collect();
-            parsed.map(Batch::Many)
-        }
-        Ok(single @ Value::Object(_)) => serde_json::from_value(single).map(Batch::One),
-        Ok(_) => Err(serde::de::Error::custom("expected an object or an array")),
-        Err(err) => Err(err),
-    };
-    let requests = match requests {
+    let requests = match parse_requests(&gateway, &body) {
         Ok(requests) => requests,
-        Err(err) => {
-            let error = GraphqlError::new(
-                codes::PARSE_FAILED,
-                format!("The body is not a GraphQL request: {err}"),
-            );
-            return respond(
-                StatusCode::BAD_REQUEST,
-                &error_body(&error),
-                graphql_response,
-            );
+        Err(refused) => {
+            let (status, error) = *refused;
+            return respond(status, &error_body(&error), graphql_response);
         }
     };
     let caller = match admit(&gateway, &headers, ip).await {
@@ -192,9 +157,9 @@ async fn graphql_post(
     match requests {
         Batch::One(request) => {
             let (body, outcome) = gateway.execute(request, &caller, &request_id, false).await;
-            respond(
+            respond_bytes(
                 status_for(outcome, graphql_response),
-                &body,
+                body,
                 graphql_response,
             )
         }
@@ -205,8 +170,17 @@ async fn graphql_post(
                     .map(|r| gateway.execute(r, &caller, &request_id, false)),
             )
             .await;
-            let body = Value::Array(answers.into_iter().map(|(body, _)| body).collect());
-            respond(StatusCode::OK, &body, graphql_response)
+            let mut body =
+                Vec::with_capacity(answers.iter().map(|(b, _)| b.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, (answer, _)) in answers.into_iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&answer);
+            }
+            body.push(b']');
+            respond_bytes(StatusCode::OK, body, graphql_response)
         }
     }
 }
@@ -214,6 +188,58 @@ async fn graphql_post(
 enum Batch {
     One(GraphqlRequest),
     Many(Vec<GraphqlRequest>),
+}
+
+/// The request or batch of requests in a POST body, or the status and
+/// error to answer.
+fn parse_requests(
+    gateway: &Gateway,
+    body: &[u8],
+) -> Result<Batch, Box<(StatusCode, GraphqlError)>> {
+    // The common case, one request object, parses straight into its type;
+    // anything else (and any failure, for its message) takes the general
+    // path through a JSON value.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        if let Ok(request) = serde_json::from_slice::<GraphqlRequest>(body) {
+            return Ok(Batch::One(request));
+        }
+    }
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let requests = match parsed {
+        Ok(Value::Array(items)) => {
+            let max = gateway.settings().limits.max_batch;
+            if items.is_empty() || items.len() > max {
+                let error = GraphqlError::new(
+                    codes::BATCH_TOO_LARGE,
+                    format!(
+                        "A batch holds 1 to {max} operations; this one has {}",
+                        items.len()
+                    ),
+                )
+                .with("batchSize", items.len())
+                .with("maxBatch", max);
+                gateway
+                    .metrics()
+                    .rejections
+                    .with_label_values(&[error.code()])
+                    .inc();
+                return Err(Box::new((StatusCode::BAD_REQUEST, error)));
+            }
+            let parsed: Result<Vec<GraphqlRequest>, _> =
+                items.into_iter().map(serde_json::from_value).collect();
+            parsed.map(Batch::Many)
+        }
+        Ok(single @ Value::Object(_)) => serde_json::from_value(single).map(Batch::One),
+        Ok(_) => Err(serde::de::Error::custom("expected an object or an array")),
+        Err(err) => Err(err),
+    };
+    requests.map_err(|err| {
+        let error = GraphqlError::new(
+            codes::PARSE_FAILED,
+            format!("The body is not a GraphQL request: {err}"),
+        );
+        Box::new((StatusCode::BAD_REQUEST, error))
+    })
 }
 
 async fn graphql_get(
@@ -264,9 +290,9 @@ async fn graphql_get(
         Err(response) => return with_type(response, graphql_response),
     };
     let (body, outcome) = gateway.execute(request, &caller, &request_id, true).await;
-    let mut response = respond(
+    let mut response = respond_bytes(
         status_for(outcome, graphql_response),
-        &body,
+        body,
         graphql_response,
     );
     if outcome == Outcome::MutationOverGet {

@@ -2,7 +2,12 @@
 //! operations and their latency by type, subgraph fetch latency, refusals
 //! by code, breaker state per subgraph and plan-cache hits and misses.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use std::sync::{Arc, OnceLock};
+
+use hive_router_query_planner::state::supergraph_state::OperationKind;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+};
 use service_core::telemetry::Metrics;
 
 const BUCKETS: &[f64] = &[
@@ -24,6 +29,26 @@ pub struct GatewayMetrics {
     pub(crate) plan_cache: IntCounterVec,
     /// Subgraph fetches answered by an identical fetch already in flight.
     pub(crate) subgraph_shared: IntCounterVec,
+    /// The labelled series every request touches, looked up once.
+    series: Arc<Series>,
+}
+
+/// Series with fixed labels, made on first use (so that, as with
+/// `with_label_values` per request, a series appears once it counts).
+#[derive(Debug, Default)]
+struct Series {
+    query: OnceLock<OperationSeries>,
+    mutation: OnceLock<OperationSeries>,
+    subscription: OnceLock<OperationSeries>,
+    plan_hit: OnceLock<IntCounter>,
+    plan_miss: OnceLock<IntCounter>,
+}
+
+/// The operation count and latency of one operation type.
+#[derive(Clone, Debug)]
+pub(crate) struct OperationSeries {
+    pub(crate) count: IntCounter,
+    pub(crate) latency: Histogram,
 }
 
 impl GatewayMetrics {
@@ -91,6 +116,31 @@ impl GatewayMetrics {
             breaker_state,
             plan_cache,
             subgraph_shared,
+            series: Arc::default(),
         })
+    }
+
+    /// The series of operations of type `kind`.
+    pub(crate) fn operation(&self, kind: &OperationKind) -> &OperationSeries {
+        let (cell, label) = match kind {
+            OperationKind::Query => (&self.series.query, "query"),
+            OperationKind::Mutation => (&self.series.mutation, "mutation"),
+            OperationKind::Subscription => (&self.series.subscription, "subscription"),
+        };
+        cell.get_or_init(|| OperationSeries {
+            count: self.operations.with_label_values(&[label]),
+            latency: self.operation_latency.with_label_values(&[label]),
+        })
+    }
+
+    /// Counts one plan-cache lookup.
+    pub(crate) fn plan_cache_lookup(&self, hit: bool) {
+        let (cell, label) = if hit {
+            (&self.series.plan_hit, "hit")
+        } else {
+            (&self.series.plan_miss, "miss")
+        };
+        cell.get_or_init(|| self.plan_cache.with_label_values(&[label]))
+            .inc();
     }
 }

@@ -1,9 +1,12 @@
 //! What the executor and the limits need to know about the public schema:
 //! kinds, field types and possible types, by name.
 
-use std::collections::{HashMap, HashSet};
-
 use graphql_tools::parser::schema::{Definition, Document, Type, TypeDefinition};
+
+// Looked up for every field of every response: a fast hasher, randomly
+// seeded (the names looked up come from clients' operations).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The kind of a named type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,8 +138,8 @@ impl TypeIndex {
 fn info(kind: TypeKind) -> TypeInfo {
     TypeInfo {
         kind,
-        fields: HashMap::new(),
-        possible: HashSet::new(),
+        fields: HashMap::default(),
+        possible: HashSet::default(),
     }
 }
 

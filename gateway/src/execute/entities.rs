@@ -13,14 +13,14 @@ use super::{Batch, Seg};
 use crate::compose::TypeIndex;
 
 /// Walks `path` from `value`, building a representation of each entity found.
-pub(super) fn collect(
+pub(super) fn collect<'p>(
     types: &TypeIndex,
     value: &Value,
-    path: &[FlattenNodePathSegment],
+    path: &'p [FlattenNodePathSegment],
     requires: &SelectionSet,
     rewrites: Option<&[FetchRewrite]>,
-    at: &mut Vec<Seg>,
-    batch: &mut Batch,
+    at: &mut Vec<Seg<'p>>,
+    batch: &mut Batch<'p>,
 ) {
     match path.split_first() {
         None => match value {
@@ -44,7 +44,7 @@ pub(super) fn collect(
         Some((segment, rest)) => match segment {
             FlattenNodePathSegment::Field(name) => {
                 if let Some(child) = value.get(name) {
-                    at.push(Seg::Key(name.clone()));
+                    at.push(Seg::Key(name));
                     collect(types, child, rest, requires, rewrites, at, batch);
                     at.pop();
                 }

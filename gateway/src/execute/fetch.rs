@@ -15,8 +15,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use serde_json::{json, Map, Value};
+use prometheus::{Histogram, IntCounter, IntGauge};
+use serde_json::{Map, Value};
 use service_core::resilience::{BreakerConfig, BreakerError, CircuitBreaker};
 
 use crate::metrics::GatewayMetrics;
@@ -54,7 +56,30 @@ pub(crate) enum FetchError {
 struct FetchKey {
     url: String,
     authorization: Option<String>,
-    body: Vec<u8>,
+    body: Bytes,
+}
+
+/// The body of a subgraph request.
+#[derive(serde::Serialize)]
+struct RequestBody<'a> {
+    query: &'a str,
+    variables: &'a Map<String, Value>,
+}
+
+type InFlightCalls = HashMap<FetchKey, SharedCall, foldhash::fast::RandomState>;
+
+/// A subgraph's breaker and its metric series, looked up once per fetch.
+struct Subgraph {
+    breaker: Arc<CircuitBreaker>,
+    latency: Histogram,
+    shared: IntCounter,
+    state: IntGauge,
+}
+
+impl Subgraph {
+    fn report_state(&self) {
+        self.state.set(self.breaker.state_code());
+    }
 }
 
 /// A call in flight, as its sharers await it.
@@ -64,7 +89,7 @@ type SharedCall = Shared<BoxFuture<'static, Result<Arc<SubgraphResponse>, FetchE
 /// that started the call ends, finished or cancelled, so later fetches
 /// start a fresh call. (Sharers still waiting keep the call running.)
 struct InFlight<'a> {
-    calls: &'a Mutex<HashMap<FetchKey, SharedCall>>,
+    calls: &'a Mutex<InFlightCalls>,
     key: FetchKey,
     call: SharedCall,
 }
@@ -86,11 +111,11 @@ pub(crate) struct SubgraphClient {
     http: reqwest::Client,
     timeout: Duration,
     breaker_config: BreakerConfig,
-    breakers: RwLock<HashMap<String, Arc<CircuitBreaker>>>,
+    subgraphs: RwLock<HashMap<String, Arc<Subgraph>, foldhash::fast::RandomState>>,
     metrics: GatewayMetrics,
     /// Whether query fetches share identical calls in flight.
     dedupe: bool,
-    in_flight: Mutex<HashMap<FetchKey, SharedCall>>,
+    in_flight: Mutex<InFlightCalls>,
 }
 
 impl SubgraphClient {
@@ -105,10 +130,10 @@ impl SubgraphClient {
             http,
             timeout,
             breaker_config,
-            breakers: RwLock::new(HashMap::new()),
+            subgraphs: RwLock::default(),
             metrics,
             dedupe,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -116,38 +141,45 @@ impl SubgraphClient {
         &self.http
     }
 
-    /// The breaker of `subgraph`, made on first use.
-    pub(crate) fn breaker(&self, subgraph: &str) -> Arc<CircuitBreaker> {
-        if let Some(breaker) = self
-            .breakers
+    /// The breaker and metric series of `subgraph`, made on first use.
+    fn subgraph(&self, subgraph: &str) -> Arc<Subgraph> {
+        if let Some(found) = self
+            .subgraphs
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get(subgraph)
         {
-            return breaker.clone();
+            return found.clone();
         }
-        self.breakers
+        self.subgraphs
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(subgraph.to_owned())
             .or_insert_with(|| {
-                Arc::new(CircuitBreaker::new(
+                let breaker = Arc::new(CircuitBreaker::new(
                     format!("subgraph:{subgraph}"),
                     self.breaker_config.clone(),
-                ))
+                ));
+                let metrics = &self.metrics;
+                Arc::new(Subgraph {
+                    latency: metrics.subgraph_latency.with_label_values(&[subgraph]),
+                    shared: metrics.subgraph_shared.with_label_values(&[subgraph]),
+                    state: metrics.breaker_state.with_label_values(&[breaker.name()]),
+                    breaker,
+                })
             })
             .clone()
     }
 
     /// Reports every breaker's state to the metrics gauge.
     pub(crate) fn report_breakers(&self) {
-        for breaker in self
-            .breakers
+        for subgraph in self
+            .subgraphs
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
         {
-            breaker.report_state(&self.metrics.breaker_state);
+            subgraph.report_state();
         }
     }
 
@@ -161,10 +193,15 @@ impl SubgraphClient {
         variables: Map<String, Value>,
         forwarded: &Forwarded,
     ) -> Result<SubgraphResponse, FetchError> {
-        let body = serde_json::to_vec(&json!({ "query": query, "variables": variables }))
-            .map_err(|err| FetchError::Transport(err.to_string()))?;
+        let body = serde_json::to_vec(&RequestBody {
+            query,
+            variables: &variables,
+        })
+        .map_err(|err| FetchError::Transport(err.to_string()))?;
+        let body = Bytes::from(body);
+        let state = self.subgraph(subgraph);
         if !(self.dedupe && forwarded.shareable) {
-            return self.call(subgraph, url, body, forwarded).await;
+            return self.call(state, url, body, forwarded).await;
         }
         let key = FetchKey {
             url: url.to_owned(),
@@ -178,15 +215,12 @@ impl SubgraphClient {
                 .unwrap_or_else(PoisonError::into_inner);
             match calls.get(&key) {
                 Some(call) => {
-                    self.metrics
-                        .subgraph_shared
-                        .with_label_values(&[subgraph])
-                        .inc();
+                    state.shared.inc();
                     (call.clone(), None)
                 }
                 None => {
                     let call = self
-                        .call(subgraph, url, key.body.clone(), forwarded)
+                        .call(state, url, key.body.clone(), forwarded)
                         .map(|answer| answer.map(Arc::new))
                         .boxed()
                         .shared();
@@ -207,14 +241,11 @@ impl SubgraphClient {
     /// so that fetches of other requests can share it.
     fn call(
         &self,
-        subgraph: &str,
+        subgraph: Arc<Subgraph>,
         url: &str,
-        body: Vec<u8>,
+        body: Bytes,
         forwarded: &Forwarded,
     ) -> impl Future<Output = Result<SubgraphResponse, FetchError>> + Send + 'static {
-        let breaker = self.breaker(subgraph);
-        let metrics = self.metrics.clone();
-        let subgraph = subgraph.to_owned();
         let mut request = self
             .http
             .post(url)
@@ -230,12 +261,9 @@ impl SubgraphClient {
         }
         async move {
             let started = Instant::now();
-            let result = breaker.call(send(request)).await;
-            metrics
-                .subgraph_latency
-                .with_label_values(&[&subgraph])
-                .observe(started.elapsed().as_secs_f64());
-            breaker.report_state(&metrics.breaker_state);
+            let result = subgraph.breaker.call(send(request)).await;
+            subgraph.latency.observe(started.elapsed().as_secs_f64());
+            subgraph.report_state();
             match result {
                 Ok(response) => Ok(response),
                 Err(BreakerError::Inner(err)) => Err(err),

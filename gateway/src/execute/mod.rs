@@ -11,6 +11,7 @@ mod response;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Mutex;
 
@@ -22,22 +23,23 @@ use serde_json::{json, Map, Value};
 use service_core::context::RequestContext;
 
 pub(crate) use fetch::{FetchError, Forwarded, SubgraphClient, SubgraphResponse};
-pub(crate) use response::project;
+pub(crate) use response::{response_body, response_value};
 
 use crate::compose::Supergraph;
 use crate::error::{codes, GraphqlError};
 
-/// One step into the merged response: an object key or a list index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Seg {
-    Key(String),
+/// One step into the merged response: an object key (borrowed from the
+/// plan's flatten path) or a list index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seg<'p> {
+    Key(&'p str),
     Index(usize),
 }
 
-fn path_json(path: &[Seg]) -> Vec<Value> {
+fn path_json(path: &[Seg<'_>]) -> Vec<Value> {
     path.iter()
         .map(|s| match s {
-            Seg::Key(k) => Value::String(k.clone()),
+            Seg::Key(k) => Value::String((*k).to_owned()),
             Seg::Index(i) => json!(i),
         })
         .collect()
@@ -74,21 +76,83 @@ type Boxed<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Representations of one entity fetch, deduplicated, and where each one's
 /// answer goes.
 #[derive(Default)]
-struct Batch {
+struct Batch<'p> {
     representations: Vec<Value>,
-    targets: Vec<Vec<Vec<Seg>>>,
-    seen: HashMap<String, usize>,
+    targets: Vec<Vec<Vec<Seg<'p>>>>,
+    /// The first representation with each hash; `collisions[i]` chains the
+    /// next one with the same hash as representation `i`.
+    seen: HashMap<u64, usize, foldhash::fast::RandomState>,
+    collisions: Vec<Option<usize>>,
+    hasher: foldhash::fast::RandomState,
 }
 
-impl Batch {
-    fn push(&mut self, representation: Value, target: Vec<Seg>) {
-        let key = representation.to_string();
-        match self.seen.get(&key) {
-            Some(&index) => self.targets[index].push(target),
+impl<'p> Batch<'p> {
+    fn push(&mut self, representation: Value, target: Vec<Seg<'p>>) {
+        let mut hasher = self.hasher.build_hasher();
+        hash_json(&representation, &mut hasher);
+        let hash = hasher.finish();
+        let new = self.representations.len();
+        match self.seen.get(&hash) {
+            Some(&first) => {
+                let mut at = first;
+                loop {
+                    if self.representations[at] == representation {
+                        self.targets[at].push(target);
+                        return;
+                    }
+                    match self.collisions[at] {
+                        Some(next) => at = next,
+                        None => break,
+                    }
+                }
+                self.collisions[at] = Some(new);
+            }
             None => {
-                self.seen.insert(key, self.representations.len());
-                self.representations.push(representation);
-                self.targets.push(vec![target]);
+                self.seen.insert(hash, new);
+            }
+        }
+        self.representations.push(representation);
+        self.targets.push(vec![target]);
+        self.collisions.push(None);
+    }
+}
+
+/// Feeds `value` to `hasher`, consistently with `Value`'s equality for
+/// the representations a batch holds (objects in their key order).
+fn hash_json(value: &Value, hasher: &mut impl Hasher) {
+    match value {
+        Value::Null => hasher.write_u8(0),
+        Value::Bool(b) => {
+            hasher.write_u8(1);
+            b.hash(hasher);
+        }
+        Value::Number(n) => {
+            hasher.write_u8(2);
+            if let Some(u) = n.as_u64() {
+                hasher.write_u64(u);
+            } else if let Some(i) = n.as_i64() {
+                hasher.write_i64(i);
+            } else if let Some(f) = n.as_f64() {
+                hasher.write_u64(f.to_bits());
+            }
+        }
+        Value::String(s) => {
+            hasher.write_u8(3);
+            s.hash(hasher);
+        }
+        Value::Array(items) => {
+            hasher.write_u8(4);
+            hasher.write_usize(items.len());
+            for item in items {
+                hash_json(item, hasher);
+            }
+        }
+        Value::Object(object) => {
+            hasher.write_u8(5);
+            hasher.write_usize(object.len());
+            for (key, item) in object {
+                key.hash(hasher);
+                hash_json(item, hasher);
             }
         }
     }
@@ -229,7 +293,7 @@ impl<'a> Executor<'a> {
         let Some(requires) = &fetch.requires else {
             return self.root_fetch(fetch, state).await;
         };
-        let batch = {
+        let mut batch = {
             let merged = lock(state);
             let mut batch = Batch::default();
             collect(
@@ -249,7 +313,7 @@ impl<'a> Executor<'a> {
         let mut variables = self.variables_for(fetch.variable_usages.as_ref());
         variables.insert(
             "representations".to_owned(),
-            Value::Array(batch.representations.clone()),
+            Value::Array(std::mem::take(&mut batch.representations)),
         );
         let result = self
             .call(
@@ -282,7 +346,7 @@ impl<'a> Executor<'a> {
     }
 
     async fn batch_fetch(&self, node: &BatchFetchNode, state: &Mutex<Merged>) {
-        let batches: Vec<Batch> = {
+        let mut batches: Vec<Batch<'_>> = {
             let merged = lock(state);
             node.entity_batch
                 .aliases
@@ -308,10 +372,10 @@ impl<'a> Executor<'a> {
             return;
         }
         let mut variables = self.variables_for(node.variable_usages.as_ref());
-        for (alias, batch) in node.entity_batch.aliases.iter().zip(&batches) {
+        for (alias, batch) in node.entity_batch.aliases.iter().zip(&mut batches) {
             variables.insert(
                 alias.representations_variable_name.clone(),
-                Value::Array(batch.representations.clone()),
+                Value::Array(std::mem::take(&mut batch.representations)),
             );
         }
         let result = self
@@ -391,7 +455,7 @@ fn merge_entities(
     types: &crate::compose::TypeIndex,
     merged: &mut Merged,
     entities: Option<Value>,
-    batch: &Batch,
+    batch: &Batch<'_>,
     rewrites: Option<&[FetchRewrite]>,
 ) {
     let Some(Value::Array(entities)) = entities else {
@@ -412,10 +476,17 @@ fn merge_entities(
                 object.remove("__typename");
             }
         }
-        for target in targets {
+        // Every target but the last gets a copy; the last one the entity.
+        let Some((last, others)) = targets.split_last() else {
+            continue;
+        };
+        for target in others {
             if let Some(slot) = get_mut(&mut merged.data, target) {
                 deep_merge(slot, entity.clone());
             }
+        }
+        if let Some(slot) = get_mut(&mut merged.data, last) {
+            deep_merge(slot, entity);
         }
     }
 }
@@ -442,7 +513,7 @@ fn null_positions(entities: Option<&Value>) -> std::collections::VecDeque<usize>
 fn remap_error(
     mut error: Value,
     root: &str,
-    targets: &[Vec<Vec<Seg>>],
+    targets: &[Vec<Vec<Seg<'_>>>],
     nulls: &mut std::collections::VecDeque<usize>,
 ) -> Value {
     let Some(path) = error.get("path").and_then(Value::as_array).cloned() else {
@@ -481,11 +552,11 @@ fn strip_path(mut error: Value) -> Value {
     error
 }
 
-fn get_mut<'v>(root: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+fn get_mut<'v>(root: &'v mut Value, path: &[Seg<'_>]) -> Option<&'v mut Value> {
     let mut cursor = root;
     for segment in path {
         cursor = match segment {
-            Seg::Key(key) => cursor.get_mut(key.as_str())?,
+            Seg::Key(key) => cursor.get_mut(*key)?,
             Seg::Index(i) => cursor.get_mut(*i)?,
         };
     }
@@ -535,7 +606,7 @@ mod tests {
 
     #[test]
     fn entity_error_paths_point_into_the_response() {
-        let targets = vec![vec![vec![Seg::Key("top".into()), Seg::Index(3)]]];
+        let targets = vec![vec![vec![Seg::Key("top"), Seg::Index(3)]]];
         let mut nulls = std::collections::VecDeque::from([0]);
         let error = remap_error(
             json!({"message": "m", "path": ["_entities", 0, "name"]}),

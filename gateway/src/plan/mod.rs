@@ -1,6 +1,7 @@
 //! Planning: normalise the selected operation against the supergraph, ask
 //! the Hive planner for a query plan, and keep the result in a bounded
-//! cache keyed by the minified operation text and the operation name.
+//! cache keyed by the minified operation text and the operation name
+//! (beside the parsed documents, keyed by the text as sent).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -85,42 +86,91 @@ pub(crate) fn prepare(
     })
 }
 
-/// A bounded map from (minified operation, operation name) to its plan.
-/// When full it is emptied: plans are cheap to rebuild, and a steady
-/// workload refills it with the operations that matter.
+/// A bounded map from (minified operation, operation name) to its plan,
+/// and from the operation text as clients send it to its parsed document:
+/// a client repeating an operation costs neither parsing nor planning.
+/// When a map is full it is emptied: plans are cheap to rebuild, and a
+/// steady workload refills it with the operations that matter.
 pub(crate) struct PlanCache {
     capacity: usize,
     entries: Mutex<Plans>,
+    documents: Mutex<Documents>,
 }
 
-/// Minified operation text and operation name.
-pub(crate) type PlanKey = (String, Option<String>);
+/// A document as parsed from one operation text.
+pub(crate) struct Parsed {
+    pub(crate) document: Document<'static, String>,
+    /// The minified text: what plans are cached by.
+    pub(crate) minified: String,
+}
 
-type Plans = HashMap<PlanKey, Arc<PreparedOperation>>;
+/// The key is hashed for every request: a fast hasher with a random seed.
+type Fast = foldhash::fast::RandomState;
+
+/// Plans by minified text, then by operation name.
+#[derive(Default)]
+struct Plans {
+    by_text: HashMap<String, Named, Fast>,
+    len: usize,
+}
+
+/// The plans of one text, by operation name.
+type Named = Vec<(Option<String>, Arc<PreparedOperation>)>;
+
+type Documents = HashMap<String, Arc<Parsed>, Fast>;
 
 impl PlanCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
+            documents: Mutex::default(),
         }
     }
 
-    pub(crate) fn get(&self, key: &(String, Option<String>)) -> Option<Arc<PreparedOperation>> {
-        self.lock().get(key).cloned()
+    /// The plan of operation `name` of the document minified to `minified`.
+    pub(crate) fn get(&self, minified: &str, name: Option<&str>) -> Option<Arc<PreparedOperation>> {
+        lock(&self.entries)
+            .by_text
+            .get(minified)?
+            .iter()
+            .find(|(n, _)| n.as_deref() == name)
+            .map(|(_, prepared)| prepared.clone())
     }
 
-    pub(crate) fn insert(&self, key: (String, Option<String>), value: Arc<PreparedOperation>) {
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            entries.clear();
+    pub(crate) fn insert(&self, minified: &str, name: Option<&str>, value: Arc<PreparedOperation>) {
+        let mut plans = lock(&self.entries);
+        if plans.len >= self.capacity {
+            plans.by_text.clear();
+            plans.len = 0;
         }
-        entries.insert(key, value);
+        let named = plans.by_text.entry(minified.to_owned()).or_default();
+        match named.iter_mut().find(|(n, _)| n.as_deref() == name) {
+            Some(slot) => slot.1 = value,
+            None => {
+                named.push((name.map(str::to_owned), value));
+                plans.len += 1;
+            }
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Plans> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The parsed document of the operation text `text`, when one was kept.
+    pub(crate) fn document(&self, text: &str) -> Option<Arc<Parsed>> {
+        lock(&self.documents).get(text).cloned()
     }
+
+    /// Keeps the parsed document of `text`.
+    pub(crate) fn insert_document(&self, text: &str, parsed: Arc<Parsed>) {
+        let mut documents = lock(&self.documents);
+        if documents.len() >= self.capacity {
+            documents.clear();
+        }
+        documents.insert(text.to_owned(), parsed);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -74,6 +74,8 @@ pub(crate) fn start(
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let (body, _) = gateway.execute(request, &caller, &request_id, false).await;
+            // The body was serialized from JSON values: it parses.
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
             let event = match body.get("errors") {
                 Some(Value::Array(errors)) if body.get("data").is_none() => {
                     Event::Error(errors.clone())
@@ -261,20 +263,14 @@ impl Running {
             .subscription
             .clone()
             .unwrap_or_else(|| "Subscription".to_owned());
-        let data = execute::project(
+        execute::response_value(
             &supergraph.types,
             &root,
             &self.prepared.operation.operation.selection_set,
             &merged.data,
             &self.prepared.variables,
-            &mut errors,
-        );
-        let mut body = Map::new();
-        if !errors.is_empty() {
-            body.insert("errors".to_owned(), Value::Array(errors));
-        }
-        body.insert("data".to_owned(), data);
-        Value::Object(body)
+            errors,
+        )
     }
 }
 
