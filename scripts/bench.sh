@@ -2,8 +2,9 @@
 # Runs the benchmarks and regenerates docs/benchmarks.md (and the plots in
 # docs/benchmarks/) from their output.
 #
-#   scripts/bench.sh           the full run: every scenario at concurrency
-#                              1, 4, 16 and 64, then the micro-benchmarks
+#   scripts/bench.sh           the full run: the gateway scenario at concurrency
+#                              1, 4, 16 and 64 (overhead at 1 and 50), then the
+#                              micro-benchmarks
 #   scripts/bench.sh --quick   a smoke run (under two minutes once built): one
 #                              concurrency level, short runs, no micro-benchmarks
 #
@@ -23,7 +24,7 @@ cd "$root"
 source "$root/scripts/lib.sh"
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -45,7 +46,7 @@ if [ "$mode" = "quick" ]; then
   subscribers=100
 else
   levels="1,4,16,64"
-  overhead_levels="1,4,16,64"
+  overhead_levels="1,50"
   duration=15
   warmup=3
   platform_duration=15
@@ -61,7 +62,7 @@ out="docs/benchmarks.md"
 plots="docs/benchmarks"
 work="$(mktemp -d "${TMPDIR:-/tmp}/platform-bench.XXXXXX")"
 csv="$work/results.csv"
-pids=(subgraphs ours apollo hive)
+pids=(subgraphs ours ours-no-dedupe apollo hive hive-no-dedupe)
 cleanup() {
   for name in "${pids[@]}"; do
     stop_pidfile "$work/$name.pid"
@@ -175,15 +176,24 @@ done
 accounts_url="$(echo "$subgraph_list" | tr ',' '\n' | sed -n 's/^accounts=//p')"
 wait_graphql subgraphs "$accounts_url"
 
-step "starting our gateway"
-ours_port="$(free_port)"
+# start_ours NAME DEDUPE: starts our gateway as NAME, with subgraph-fetch
+# deduplication on or off; prints its port.
+start_ours() {
+  local name="$1" dedupe="$2" port
+  port="$(free_port)"
+  mkdir -p "$work/$name-data"
+  # The rate budget is raised out of the way: the load comes from one client.
+  start "$name" env GATEWAY_ADDR="127.0.0.1:$port" DATA_DIR="$work/$name-data" \
+    GATEWAY_RATE_LIMIT_BURST=1000000000 GATEWAY_RATE_LIMIT_PER_SECOND=1000000000 \
+    GATEWAY_SUBGRAPH_DEDUPE="$dedupe" RUST_LOG=warn "$bin/gateway" serve --subgraphs "$subgraph_list"
+  wait_graphql "$name" "http://127.0.0.1:$port/graphql"
+  echo "$port"
+}
+
+step "starting our gateway, with and without subgraph-fetch deduplication"
+ours_port="$(start_ours ours true)"
 ours_url="http://127.0.0.1:$ours_port/graphql"
-mkdir -p "$work/gateway-data"
-# The rate budget is raised out of the way: the load comes from one client.
-start ours env GATEWAY_ADDR="127.0.0.1:$ours_port" DATA_DIR="$work/gateway-data" \
-  GATEWAY_RATE_LIMIT_BURST=1000000000 GATEWAY_RATE_LIMIT_PER_SECOND=1000000000 \
-  RUST_LOG=warn "$bin/gateway" serve --subgraphs "$subgraph_list"
-wait_graphql ours "$ours_url"
+ours_no_dedupe_url="http://127.0.0.1:$(start_ours ours-no-dedupe false)/graphql"
 
 step "starting Apollo Gateway"
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
@@ -213,30 +223,45 @@ wait_graphql apollo "$apollo_url"
 hive_bin="${HIVE_ROUTER_BIN:-$(command -v hive_router || command -v hive-router || true)}"
 hive_note=""
 hive_url=""
-if [ -n "$hive_bin" ] && [ -x "$hive_bin" ]; then
-  step "starting Hive Router ($hive_bin)"
-  mkdir -p "$work/hive"
-  # The supergraph Apollo's composition prints for the same subgraphs.
-  (cd "$apollo_dir" && GATEWAY_SUBGRAPHS="$subgraph_list" node server.mjs --print-supergraph) \
-    >"$work/hive/supergraph.graphql" || die "composing the supergraph for Hive Router failed"
-  hive_port="$(free_port)"
-  cat >"$work/hive/router.config.yaml" <<EOF
+hive_no_dedupe_url=""
+
+# start_hive NAME DEDUPE: starts Hive Router as NAME with its subgraph-fetch
+# deduplication (`traffic_shaping.all.dedupe_enabled`, on by default) on or
+# off; prints its port.
+start_hive() {
+  local name="$1" dedupe="$2" port
+  mkdir -p "$work/$name"
+  cp "$work/supergraph.graphql" "$work/$name/"
+  port="$(free_port)"
+  cat >"$work/$name/router.config.yaml" <<EOF
 supergraph:
   source: file
   path: ./supergraph.graphql
 http:
   host: 127.0.0.1
-  port: $hive_port
+  port: $port
 log:
   level: warn
+traffic_shaping:
+  all:
+    dedupe_enabled: $dedupe
 EOF
-  hive_url="http://127.0.0.1:$hive_port/graphql"
-  (cd "$work/hive" && exec "$hive_bin") >"$work/hive.log" 2>&1 &
-  echo $! >"$work/hive.pid"
-  wait_graphql hive "$hive_url"
+  (cd "$work/$name" && exec "$hive_bin") >"$work/$name.log" 2>&1 &
+  echo $! >"$work/$name.pid"
+  wait_graphql "$name" "http://127.0.0.1:$port/graphql"
+  echo "$port"
+}
+
+if [ -n "$hive_bin" ] && [ -x "$hive_bin" ]; then
+  step "starting Hive Router ($hive_bin), with and without subgraph-fetch deduplication"
+  # The supergraph Apollo's composition prints for the same subgraphs.
+  (cd "$apollo_dir" && GATEWAY_SUBGRAPHS="$subgraph_list" node server.mjs --print-supergraph) \
+    >"$work/supergraph.graphql" || die "composing the supergraph for Hive Router failed"
+  hive_url="http://127.0.0.1:$(start_hive hive true)/graphql"
+  hive_no_dedupe_url="http://127.0.0.1:$(start_hive hive-no-dedupe false)/graphql"
   # The binary has no --version (any argument starts a router), so the
   # version is the one the install command pins.
-  hive_note="Hive Router $hive_version, default settings"
+  hive_note="Hive Router $hive_version"
 else
   hive_note="not measured: no hive_router binary (install it with \`$hive_install\`, about 40 minutes on 2 cores, or point HIVE_ROUTER_BIN at one)"
   step "Hive Router: $hive_note"
@@ -267,9 +292,11 @@ metric_sums() {
 curl -s "http://127.0.0.1:$ours_port/metrics" | metric_sums /dev/stdin >"$work/metrics-before.txt"
 measure ours gateway "$ours_url" "$nested" "$work/nested.json" "$levels"
 curl -s "http://127.0.0.1:$ours_port/metrics" | metric_sums /dev/stdin >"$work/metrics-after.txt"
+measure ours-no-dedupe gateway "$ours_no_dedupe_url" "$nested" "$work/nested.json" "$levels"
 measure apollo-gateway gateway "$apollo_url" "$nested" "$work/nested.json" "$levels"
 if [ -n "$hive_url" ]; then
   measure hive-router gateway "$hive_url" "$nested" "$work/nested.json" "$levels"
+  measure hive-router-no-dedupe gateway "$hive_no_dedupe_url" "$nested" "$work/nested.json" "$levels"
 fi
 
 # Where our gateway's time goes: a profile of it under the top load level,
@@ -295,7 +322,7 @@ fi
 measure direct overhead "$accounts_url" "$single" "$work/single.json" "$overhead_levels"
 measure ours overhead "$ours_url" "$single" "$work/single.json" "$overhead_levels"
 
-for name in hive apollo ours subgraphs; do
+for name in hive hive-no-dedupe apollo ours ours-no-dedupe subgraphs; do
   stop_pidfile "$work/$name.pid"
 done
 
@@ -384,23 +411,30 @@ verdict() { if [ "$1" = 1 ]; then echo "met"; else echo "**MISSED**"; fi; }
 error_rows="$(awk -F, 'NR > 1 && $9 > 0 { print "| " $2 " | " $1 " | " $3 " | " $9 " |" }' "$csv"
   grep -E '^(payments-e2e|subscriptions) [a-z]+: .* errors=[1-9]' "$work/platform.txt" |
     sed -E 's/^([a-z0-9-]+) ([a-z]+): .* errors=([0-9]+).*$/| \1 | \2 | | \3 |/' || true)"
-ours_peak="$(peak gateway ours)"
 apollo_peak="$(peak gateway apollo-gateway)"
-hive_peak="$(peak gateway hive-router)"
-apollo_ratio="$(awk -v a="$ours_peak" -v b="$apollo_peak" 'BEGIN { if (b > 0) printf "%.2f", a / b }')"
-apollo_met="$(awk -v r="$apollo_ratio" 'BEGIN { print (r != "" && r >= 5.0) ? 1 : 0 }')"
-hive_ratio="$(awk -v a="$ours_peak" -v b="$hive_peak" 'BEGIN { if (b > 0) printf "%.2f", a / b }')"
-hive_met="$(awk -v r="$hive_ratio" 'BEGIN { print (r != "" && r >= 1.0) ? 1 : 0 }')"
+# ratio A B: A / B to two decimals (empty unless B is positive).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
+# at_least RATIO TARGET: 1 when RATIO is at least TARGET.
+at_least() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "" && r >= t) ? 1 : 0 }'; }
+apollo_ratio="$(ratio "$(peak gateway ours-no-dedupe)" "$apollo_peak")"
+apollo_met="$(at_least "$apollo_ratio" 5.0)"
+hive_ratio="$(ratio "$(peak gateway ours)" "$(peak gateway hive-router)")"
+hive_met="$(at_least "$hive_ratio" 1.0)"
+hive_no_dedupe_ratio="$(ratio "$(peak gateway ours-no-dedupe)" "$(peak gateway hive-router-no-dedupe)")"
+hive_no_dedupe_met="$(at_least "$hive_no_dedupe_ratio" 1.0)"
 direct_p50="$(cell overhead direct 1 p50_ms)"
 through_p50="$(cell overhead ours 1 p50_ms)"
 overhead_ms="$(awk -v a="$through_p50" -v b="$direct_p50" 'BEGIN { if (a != "" && b != "") printf "%.3f", a - b }')"
 overhead_met="$(awk -v d="$overhead_ms" 'BEGIN { print (d != "" && d < 0.3) ? 1 : 0 }')"
 
-# gateway_rows: the gateway table, ratio against ours at the same concurrency.
+# gateway_rows: the gateway table, each row's ratio against ours at the same
+# concurrency (against ours without deduplication for a system without it:
+# Apollo Gateway and the -no-dedupe runs).
 gateway_rows() {
-  awk -F, 'NR == FNR { if (FNR > 1 && $2 == "gateway" && $1 == "ours") ours[$3] = $4; next }
+  awk -F, 'NR == FNR { if (FNR > 1 && $2 == "gateway" && $1 ~ /^ours/) ours[$1, $3] = $4; next }
     FNR > 1 && $2 == "gateway" {
-      ratio = (ours[$3] > 0) ? sprintf("%.2f", $4 / ours[$3]) : "n/a"
+      ref = ($1 ~ /-no-dedupe$/ || $1 == "apollo-gateway") ? "ours-no-dedupe" : "ours"
+      ratio = (ours[ref, $3] > 0) ? sprintf("%.2f", $4 / ours[ref, $3]) : "n/a"
       printf "| %s | %s | %.0f | %.3f | %.3f | %.3f | %s | %s |\n", $1, $3, $4, $5, $6, $7, $9, ratio
     }' "$csv" "$csv"
 }
@@ -464,8 +498,9 @@ fi
   echo "| measured run per level | ${duration} s after ${warmup} s of warm-up |"
   echo
   echo "Reproduce: \`$reproduce\` (${elapsed} s here, builds excluded). The full run"
-  echo "(\`scripts/bench.sh\`) measures every scenario at concurrency 1, 4, 16 and 64 and"
-  echo "adds the micro-benchmarks; \`--quick\` is a smoke run at one level."
+  echo "(\`scripts/bench.sh\`) measures the gateway at concurrency 1, 4, 16 and 64 and"
+  echo "its overhead at 1 and 50, then adds the micro-benchmarks; \`--quick\` is a smoke"
+  echo "run at one level."
   echo
   echo "## Gateway: nested query across four subgraphs"
   echo
@@ -481,7 +516,13 @@ fi
   echo "$nested"
   echo '```'
   echo
-  echo "| system | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors | ratio to ours |"
+  echo "Hive Router merges identical subgraph requests in flight by default, and so"
+  echo "does our gateway (\`GATEWAY_SUBGRAPH_DEDUPE\`; only fetches of the same caller"
+  echo "share): with one query repeated, that flatters both. Each is therefore also"
+  echo "measured with it off (\`-no-dedupe\`), and compared with the other in the same"
+  echo "mode. Apollo Gateway does not merge subgraph requests."
+  echo
+  echo "| system | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors | ratio to ours (same mode) |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   gateway_rows
   if [ -z "$hive_url" ]; then
@@ -493,14 +534,17 @@ fi
   echo "Targets (peak requests/s of each system over the levels measured):"
   echo
   if [ -n "$apollo_ratio" ]; then
-    echo "- at least 5x Apollo Gateway: ${apollo_ratio}x, $(verdict "$apollo_met")."
+    echo "- at least 5x Apollo Gateway (ours without deduplication): ${apollo_ratio}x, $(verdict "$apollo_met")."
   else
     echo "- at least 5x Apollo Gateway: **not measured**."
   fi
   if [ -n "$hive_ratio" ]; then
-    echo "- at least 1.0x Hive Router ($hive_note): ${hive_ratio}x, $(verdict "$hive_met")."
+    echo "- at least 1.0x Hive Router ($hive_note), deduplication on in both: ${hive_ratio}x, $(verdict "$hive_met")."
   else
     echo "- at least 1.0x Hive Router: **$hive_note**."
+  fi
+  if [ -n "$hive_no_dedupe_ratio" ]; then
+    echo "- at least 1.0x Hive Router, deduplication off in both: ${hive_no_dedupe_ratio}x, $(verdict "$hive_no_dedupe_met")."
   fi
   echo
   echo "### Where our gateway's time goes"
