@@ -171,10 +171,8 @@ impl OutboxRelay {
     }
 
     /// Claims, publishes and marks one batch of unpublished entries, oldest
-    /// first; returns how many were published. The claims, the marks and any
-    /// releases are one transaction each for the whole batch, not one per
-    /// entry. Stops at the first entry that cannot be published and releases
-    /// its claim and those of the entries after it, so the next run retries
+    /// first; returns how many were published. Stops at the first entry that
+    /// cannot be published and releases its claim, so the next run retries
     /// it first and later entries do not overtake it.
     #[tracing::instrument(level = "debug", skip_all, fields(relay = %self.instance), err)]
     pub async fn relay_once(&self) -> Result<usize, EventError> {
@@ -185,133 +183,79 @@ impl OutboxRelay {
         let options =
             FindOptions::sorted("staged_at", Direction::Asc).limit(self.config.batch_size.max(1));
         let candidates = self.db.find(OUTBOX_COLLECTION, &pending, &options).await?;
-        let ids: Vec<&str> = candidates
-            .iter()
-            .filter_map(|doc| doc.get(ID).and_then(Value::as_str))
-            .collect();
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let lease_end =
             now.saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX));
-        let claim = Update::new()
-            .set("claimed_until", lease_end)
-            .set("claimed_by", self.instance.as_str());
-        // Entries another relay claimed first come back as `None`.
-        let claims = ids
-            .iter()
-            .map(|id| (pending.clone().eq(ID, *id), claim.clone()))
-            .collect();
-        let claimed = self.update_each(claims).await?;
-        let claimed: Vec<Document> = claimed.into_iter().flatten().collect();
-
-        let mut marks: Vec<(&str, Option<String>)> = Vec::with_capacity(claimed.len());
-        let mut unpublished: Vec<&str> = Vec::new();
-        for doc in &claimed {
+        let mut published = 0;
+        for doc in candidates {
             let Some(id) = doc.get(ID).and_then(Value::as_str) else {
                 continue;
             };
-            if !unpublished.is_empty() {
-                unpublished.push(id);
+            let claim = Update::new()
+                .set("claimed_until", lease_end)
+                .set("claimed_by", self.instance.as_str());
+            let claimed = self
+                .db
+                .update_one(OUTBOX_COLLECTION, &pending.clone().eq(ID, id), &claim)
+                .await?;
+            let Some(doc) = claimed else {
+                // Another relay claimed it first.
                 continue;
-            }
-            match decode(doc) {
-                Ok(event) => match self.bus.emit_event(&event).await {
-                    Ok(()) => marks.push((id, None)),
-                    Err(err) => {
+            };
+            match decode(&doc) {
+                Ok(event) => {
+                    if let Err(err) = self.bus.emit_event(&event).await {
                         tracing::warn!(event_id = %event.id, error = %err, "publishing an outbox entry failed; retrying it at the next run");
-                        unpublished.push(id);
+                        // Keeping the lease would hold the entry back for a
+                        // whole lease after the bus is back, and let later
+                        // entries overtake it.
+                        self.release(id).await?;
+                        break;
                     }
-                },
+                    self.mark(id, None).await?;
+                    published += 1;
+                }
                 Err(err) => {
                     // Retrying cannot fix a malformed entry; set it aside.
                     tracing::error!(entry = %id, error = %err, "unreadable outbox entry, not publishing it");
-                    marks.push((id, Some(err.to_string())));
+                    self.mark(id, Some(err.to_string())).await?;
                 }
             }
         }
-        let published = marks.iter().filter(|(_, error)| error.is_none()).count();
-        self.mark(&marks).await?;
-        // Keeping the leases would hold these entries back for a whole lease
-        // after the bus is back, and let later entries overtake them.
-        self.release(&unpublished).await?;
         Ok(published)
     }
 
-    /// Applies each update to the entry its filter selects, all in one
-    /// transaction; what each entry became, `None` where its filter no
-    /// longer matched.
-    async fn update_each(
-        &self,
-        changes: Vec<(Filter, Update)>,
-    ) -> StoreResult<Vec<Option<Document>>> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let changes = &changes;
-        self.db
-            .transaction(|tx| {
-                Box::pin(async move {
-                    let mut updated = Vec::with_capacity(changes.len());
-                    for (filter, update) in changes {
-                        updated.push(tx.update_one(OUTBOX_COLLECTION, filter, update).await?);
-                    }
-                    Ok(updated)
-                })
-            })
-            .await
-    }
-
-    /// This relay's claims on entries `ids` given up, so the next run (of
-    /// any relay) retries them first.
-    async fn release(&self, ids: &[&str]) -> Result<(), EventError> {
+    /// Gives up this relay's claim on entry `id`, so the next run (of any
+    /// relay) retries it first.
+    async fn release(&self, id: &str) -> Result<(), EventError> {
+        let mine = Filter::id(id).eq("claimed_by", self.instance.as_str());
         let release = Update::new()
             .set("claimed_until", 0)
             .set("claimed_by", Value::Null);
-        let changes = ids
-            .iter()
-            .map(|id| (self.mine(id), release.clone()))
-            .collect();
-        self.update_each(changes).await?;
+        self.db
+            .update_one(OUTBOX_COLLECTION, &mine, &release)
+            .await?;
         Ok(())
     }
 
-    /// Marks entries published (or set aside, with the error that made them
-    /// unreadable), each only while this relay still holds its claim.
-    async fn mark(&self, marks: &[(&str, Option<String>)]) -> Result<(), EventError> {
-        let published = Update::new()
+    async fn mark(&self, id: &str, error: Option<String>) -> Result<(), EventError> {
+        let mut update = Update::new()
             .set("published", true)
             .set("published_at", now_millis());
-        let changes = marks
-            .iter()
-            .map(|(id, error)| {
-                let update = match error {
-                    Some(error) => published.clone().set("error", error.as_str()),
-                    None => published.clone(),
-                };
-                (self.mine(id), update)
-            })
-            .collect();
-        let reclaimed = self
-            .update_each(changes)
+        if let Some(error) = error {
+            update = update.set("error", error);
+        }
+        let mine = Filter::id(id).eq("claimed_by", self.instance.as_str());
+        if self
+            .db
+            .update_one(OUTBOX_COLLECTION, &mine, &update)
             .await?
-            .iter()
-            .filter(|outcome| outcome.is_none())
-            .count();
-        if reclaimed > 0 {
-            // Our lease ran out and another relay took the entries over; it
-            // will publish them (duplicates consumers skip) and mark them.
-            tracing::warn!(
-                entries = reclaimed,
-                "outbox entries were reclaimed before they were marked"
-            );
+            .is_none()
+        {
+            // Our lease ran out and another relay took the entry over; it
+            // will publish (a duplicate consumers skip) and mark it.
+            tracing::warn!(entry = %id, "outbox entry was reclaimed before it was marked");
         }
         Ok(())
-    }
-
-    /// Selects entry `id` while this relay holds its claim.
-    fn mine(&self, id: &str) -> Filter {
-        Filter::id(id).eq("claimed_by", self.instance.as_str())
     }
 
     /// Deletes published entries older than the retention period; how many.
