@@ -674,6 +674,77 @@ async fn outbox_event_of_committed_transaction_is_delivered_once() {
 }
 
 #[tokio::test]
+async fn outbox_entry_of_several_events_publishes_each_once_and_is_marked_once() {
+    let store = embedded_db().await;
+    let bus = EventBus::in_process(fast_config());
+    let calls = Calls::default();
+    for event_type in ["payment.transfer.completed", "wallet.updated"] {
+        bus.on(event_type, "ledger", calls.handler()).await.unwrap();
+    }
+    let events = [
+        Event::new("payment.transfer.completed", "t1", Some("u1"), json!({})).unwrap(),
+        Event::new("wallet.updated", "t1", Some("u1"), json!({"wallet": 1})).unwrap(),
+        Event::new("wallet.updated", "t1", Some("u2"), json!({"wallet": 2})).unwrap(),
+    ];
+    let staged = &events;
+    store
+        .db
+        .transaction(|tx| Box::pin(async move { Outbox::stage_all(tx, staged).await }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .db
+            .count(OUTBOX_COLLECTION, &Filter::all())
+            .await
+            .unwrap(),
+        1,
+        "one entry for the transaction"
+    );
+
+    let relay = OutboxRelay::new(store.db.clone(), bus.clone(), outbox_config());
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    flush(&bus, "wallet.updated", &calls).await;
+    assert_eq!(relay.relay_once().await.unwrap(), 0);
+    settle().await;
+
+    for event in &events {
+        assert_eq!(
+            calls.of(&event.id),
+            1,
+            "{} delivered once",
+            event.event_type
+        );
+    }
+    let entry = store
+        .db
+        .get(OUTBOX_COLLECTION, &events[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry["published"], json!(true));
+    bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbox_staging_no_events_writes_nothing() {
+    let store = embedded_db().await;
+    store
+        .db
+        .transaction(|tx| Box::pin(async move { Outbox::stage_all(tx, &[]).await }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .db
+            .count(OUTBOX_COLLECTION, &Filter::all())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
 async fn outbox_event_of_rolled_back_transaction_is_never_delivered() {
     let store = embedded_db().await;
     let bus = EventBus::in_process(fast_config());

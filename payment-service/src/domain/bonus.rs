@@ -13,7 +13,7 @@ use service_core::events::{BonusOperation, BonusPaymentRequested, BonusPaymentSe
 use service_core::ApiError;
 
 use super::ledger::{self, Cause, Leg};
-use super::{stage, wallet_updated, Failure, PaymentService};
+use super::{event, stage, wallet_updated, Failure, PaymentService};
 use crate::domain::money::{Amount, Currency};
 use crate::store::{BalanceType, EntryDirection, TransactionType, Wallet, BONUS_REQUESTS, WALLETS};
 
@@ -57,7 +57,7 @@ impl PaymentService {
                             doc.get("settled").cloned().unwrap_or(Value::Null),
                         )
                         .map_err(ApiError::internal)?;
-                        stage(tx, tenant_id, Some(&request.user_id), &settled).await?;
+                        stage(tx, &[event(tenant_id, Some(&request.user_id), &settled)?]).await?;
                         return Ok((settled, None, true));
                     }
                     let (settled, wallet) = match (
@@ -71,16 +71,13 @@ impl PaymentService {
                                 .await?
                         }
                     };
+                    let mut events = Vec::with_capacity(2);
                     if let Some(wallet) = &wallet {
-                        stage(
-                            tx,
-                            &wallet.tenant_id,
-                            Some(&wallet.user_id),
-                            &wallet_updated(wallet),
-                        )
-                        .await?;
+                        let updated = wallet_updated(wallet);
+                        events.push(event(&wallet.tenant_id, Some(&wallet.user_id), &updated)?);
                     }
-                    stage(tx, tenant_id, Some(&request.user_id), &settled).await?;
+                    events.push(event(tenant_id, Some(&request.user_id), &settled)?);
+                    stage(tx, &events).await?;
                     let record = json!({
                         "_id": request.request_id,
                         "settled": settled,

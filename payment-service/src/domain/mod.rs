@@ -26,7 +26,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use service_core::cache::LayeredCache;
 use service_core::db::{Database, StoreError, Transaction};
-use service_core::events::{DomainEvent, Outbox, OutboxWaker, WalletUpdated};
+use service_core::events::{DomainEvent, Event, Outbox, OutboxWaker, WalletUpdated};
 use service_core::redis::{LiveFeed, RedisAccessor};
 use service_core::{ApiError, RequestContext};
 
@@ -424,17 +424,21 @@ pub(crate) struct Caller {
     pub(crate) tenant_id: String,
 }
 
-/// Stages `payload` in the outbox within `tx`.
-pub(crate) async fn stage<E: DomainEvent>(
-    tx: &mut Transaction<'_>,
+/// `payload` as an event of `tenant_id`, about `user_id`.
+pub(crate) fn event<E: DomainEvent>(
     tenant_id: &str,
     user_id: Option<&str>,
     payload: &E,
-) -> Result<(), Failure> {
-    let event = payload
+) -> Result<Event, Failure> {
+    payload
         .to_event(tenant_id, user_id)
-        .map_err(|err| Failure::Api(ApiError::internal(err)))?;
-    Outbox::stage(tx, &event).await?;
+        .map_err(|err| Failure::Api(ApiError::internal(err)))
+}
+
+/// Stages the events of one transaction in the outbox within `tx`, as one
+/// entry (see [`Outbox::stage_all`]).
+pub(crate) async fn stage(tx: &mut Transaction<'_>, events: &[Event]) -> Result<(), Failure> {
+    Outbox::stage_all(tx, events).await?;
     Ok(())
 }
 

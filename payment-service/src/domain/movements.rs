@@ -9,7 +9,7 @@ use service_core::{codes as core_codes, ApiError, ApiResult, RequestContext};
 
 use super::idempotency::IdempotencyKey;
 use super::ledger::{self, Cause, Leg};
-use super::{fault_points, stage, wallet_updated, Failure, PaymentService, StoredResult};
+use super::{event, fault_points, stage, wallet_updated, Failure, PaymentService, StoredResult};
 use crate::codes;
 use crate::domain::money::{Amount, Currency};
 use crate::store::{
@@ -143,25 +143,22 @@ impl PaymentService {
                         return Err(Failure::Api(ledger::wallet_not_found()));
                     };
                     let entry = entries.remove(0);
+                    let (tenant, owner) =
+                        (wallet.tenant_id.as_str(), Some(wallet.user_id.as_str()));
+                    let completed = DepositCompleted {
+                        transaction_id: entry.id.clone(),
+                        wallet_id: wallet.id.clone(),
+                        user_id: wallet.user_id.clone(),
+                        currency: wallet.currency.clone(),
+                        amount: entry.amount,
+                        balance_after: entry.balance_after,
+                    };
                     stage(
                         tx,
-                        &wallet.tenant_id,
-                        Some(&wallet.user_id),
-                        &DepositCompleted {
-                            transaction_id: entry.id.clone(),
-                            wallet_id: wallet.id.clone(),
-                            user_id: wallet.user_id.clone(),
-                            currency: wallet.currency.clone(),
-                            amount: entry.amount,
-                            balance_after: entry.balance_after,
-                        },
-                    )
-                    .await?;
-                    stage(
-                        tx,
-                        &wallet.tenant_id,
-                        Some(&wallet.user_id),
-                        &wallet_updated(&wallet),
+                        &[
+                            event(tenant, owner, &completed)?,
+                            event(tenant, owner, &wallet_updated(&wallet))?,
+                        ],
                     )
                     .await?;
                     if let Some(key) = key {
@@ -311,31 +308,27 @@ impl PaymentService {
                         completed_at: Some(now),
                     };
                     tx.insert(TRANSFERS, to_document(&transfer)?).await?;
+                    let completed = TransferCompleted {
+                        transfer_id: transfer.id.clone(),
+                        from_user_id: transfer.from_user_id.clone(),
+                        to_user_id: transfer.to_user_id.clone(),
+                        from_wallet_id: transfer.from_wallet_id.clone(),
+                        to_wallet_id: transfer.to_wallet_id.clone(),
+                        amount: transfer.amount,
+                        currency: transfer.currency.clone(),
+                        description: transfer.description.clone(),
+                    };
+                    let updated =
+                        |w: &Wallet| event(&w.tenant_id, Some(&w.user_id), &wallet_updated(w));
                     stage(
                         tx,
-                        &caller.tenant_id,
-                        Some(&caller.user_id),
-                        &TransferCompleted {
-                            transfer_id: transfer.id.clone(),
-                            from_user_id: transfer.from_user_id.clone(),
-                            to_user_id: transfer.to_user_id.clone(),
-                            from_wallet_id: transfer.from_wallet_id.clone(),
-                            to_wallet_id: transfer.to_wallet_id.clone(),
-                            amount: transfer.amount,
-                            currency: transfer.currency.clone(),
-                            description: transfer.description.clone(),
-                        },
+                        &[
+                            event(&caller.tenant_id, Some(&caller.user_id), &completed)?,
+                            updated(&from)?,
+                            updated(&to)?,
+                        ],
                     )
                     .await?;
-                    for wallet in [&from, &to] {
-                        stage(
-                            tx,
-                            &wallet.tenant_id,
-                            Some(&wallet.user_id),
-                            &wallet_updated(wallet),
-                        )
-                        .await?;
-                    }
                     if let Some(key) = key {
                         let result = serde_json::to_value(StoredResult {
                             id: transfer.id.clone(),

@@ -26,7 +26,7 @@ use super::idempotency::IdempotencyKey;
 use super::ledger::{self, Cause, Leg};
 use super::movements::{check_description, WalletCommand};
 use super::payout::{PayoutError, PayoutReceipt, PayoutRequest};
-use super::{fault_points, stage, wallet_updated, Failure, PaymentService, StoredResult};
+use super::{event, fault_points, stage, wallet_updated, Failure, PaymentService, StoredResult};
 use crate::domain::money::Amount;
 use crate::store::{
     BalanceType, EntryDirection, LedgerEntry, TransactionType, Withdrawal, WithdrawalStatus,
@@ -131,11 +131,10 @@ impl PaymentService {
                         settled_at: None,
                     };
                     tx.insert(WITHDRAWALS, to_document(&withdrawal)?).await?;
+                    let updated = wallet_updated(&wallet);
                     stage(
                         tx,
-                        &wallet.tenant_id,
-                        Some(&wallet.user_id),
-                        &wallet_updated(&wallet),
+                        &[event(&wallet.tenant_id, Some(&wallet.user_id), &updated)?],
                     )
                     .await?;
                     if let Some(key) = key {
@@ -248,7 +247,7 @@ impl PaymentService {
                     let pending = Filter::id(&withdrawal.id).eq("status", "PENDING");
                     let wallet_filter = Filter::id(&withdrawal.wallet_id);
                     let amount = Amount::positive(withdrawal.amount)?;
-                    let wallet = match paid {
+                    let (wallet, completed) = match paid {
                         Ok(receipt) => {
                             let done = Update::new()
                                 .set("status", "COMPLETED")
@@ -269,20 +268,18 @@ impl PaymentService {
                                     ApiError::internal("locked balance below a pending withdrawal")
                                 })?;
                             let wallet: crate::store::Wallet = from_document(doc)?;
-                            stage(
-                                tx,
-                                &withdrawal.tenant_id,
-                                Some(&withdrawal.user_id),
-                                &WithdrawalCompleted {
-                                    transaction_id: withdrawal.transaction_id.clone(),
-                                    wallet_id: withdrawal.wallet_id.clone(),
-                                    user_id: withdrawal.user_id.clone(),
-                                    currency: withdrawal.currency.clone(),
-                                    amount: withdrawal.amount,
-                                },
+                            let completed = WithdrawalCompleted {
+                                transaction_id: withdrawal.transaction_id.clone(),
+                                wallet_id: withdrawal.wallet_id.clone(),
+                                user_id: withdrawal.user_id.clone(),
+                                currency: withdrawal.currency.clone(),
+                                amount: withdrawal.amount,
+                            };
+                            let owner = Some(withdrawal.user_id.as_str());
+                            (
+                                wallet,
+                                Some(event(&withdrawal.tenant_id, owner, &completed)?),
                             )
-                            .await?;
-                            wallet
                         }
                         Err(err) => {
                             let cause = Cause {
@@ -323,16 +320,13 @@ impl PaymentService {
                                 // Settled meanwhile: roll the reversal back.
                                 return Err(Failure::Race);
                             }
-                            wallet
+                            (wallet, None)
                         }
                     };
-                    stage(
-                        tx,
-                        &wallet.tenant_id,
-                        Some(&wallet.user_id),
-                        &wallet_updated(&wallet),
-                    )
-                    .await?;
+                    let updated = wallet_updated(&wallet);
+                    let updated = event(&wallet.tenant_id, Some(&wallet.user_id), &updated)?;
+                    let events: Vec<_> = completed.into_iter().chain([updated]).collect();
+                    stage(tx, &events).await?;
                     Ok(Some(wallet))
                 })
             })
