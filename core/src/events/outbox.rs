@@ -63,14 +63,11 @@ impl Outbox {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let encoded = |value: Result<Value, serde_json::Error>| {
-            value.map_err(|err| StoreError::Invalid(format!("event cannot be encoded: {err}")))
-        };
         // One event keeps the original single-event layout, which relays of
         // every version read.
         let (key, payload) = match events {
-            [event] => ("event", encoded(serde_json::to_value(event))?),
-            _ => ("events", encoded(serde_json::to_value(events))?),
+            [event] => ("event", encode(event)?),
+            _ => ("events", encode(events)?),
         };
         let Value::Object(mut doc) = json!({
             ID: first.id,
@@ -371,4 +368,10 @@ fn decode(doc: &Document) -> Result<Vec<Event>, serde_json::Error> {
 
 fn now_millis() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// An event, or the events of one entry, as stored.
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<Value> {
+    serde_json::to_value(value)
+        .map_err(|err| StoreError::Invalid(format!("event cannot be encoded: {err}")))
 }
