@@ -9,7 +9,7 @@ use service_core::auth::{JwtSettings, RevocationList, SigningKey, TokenIssuer, T
 use service_core::cache::{CacheConfig, L1Capacity, LayeredCache};
 use service_core::config::{AppEnv, ConfigError};
 use service_core::db::{Database, DatabaseHealth, StoreError};
-use service_core::events::{BusConfig, EventBus, EventError, OutboxConfig, OutboxRelay};
+use service_core::events::{EventBus, EventError, OutboxConfig, OutboxRelay};
 use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use service_core::resilience::{AttemptCounter, RateLimiter};
 use service_core::server::{Server, Subgraph};
@@ -145,7 +145,6 @@ pub struct Application {
     port: u16,
     service: AuthService,
     bus: EventBus,
-    owns_bus: bool,
     relay: OutboxRelay,
     /// Stops the session cache's invalidation listener when the server stops.
     background: CancellationToken,
@@ -162,8 +161,8 @@ impl Application {
     /// and binds `AUTH_ADDR` (port 0 picks a free port, as tests do). Its
     /// events (`user.registered`, `auth.otp.requested`) go to `bus`, shared
     /// with the other services of the process (the one-process launcher),
-    /// or to a bus of its own when `None`. The owner of a shared bus shuts
-    /// it down, not this application.
+    /// or to a bus of its own when `None`. Stopping the application stops
+    /// its consumers only (it works on a scope of a shared bus).
     pub async fn build_with_bus(
         settings: Settings,
         bus: Option<EventBus>,
@@ -178,18 +177,12 @@ impl Application {
         let db = Arc::new(Database::open(&settings.db).await?);
         let store = Store::open(db.clone()).await?;
         // The outbox keeps staged events across restarts whatever the bus.
-        let owns_bus = bus.is_none();
-        let bus = match bus {
-            Some(bus) => bus,
-            None => {
-                EventBus::connect(
-                    settings.redis.state.as_ref(),
-                    &settings.common.brand,
-                    BusConfig::default(),
-                )
-                .await?
-            }
-        };
+        let bus = EventBus::for_service(
+            bus.as_ref(),
+            settings.redis.state.as_ref(),
+            &settings.common.brand,
+        )
+        .await?;
         let relay = OutboxRelay::new(db.clone(), bus.clone(), OutboxConfig::default());
         // This service checks sessions in its store too; the list makes the
         // server kit refuse ended sessions before any resolver runs, as the
@@ -301,7 +294,6 @@ impl Application {
             port,
             service,
             bus,
-            owns_bus,
             relay,
             background,
         })
@@ -339,9 +331,7 @@ impl Application {
         if let Err(err) = relay.await {
             tracing::error!(error = %err, "outbox relay ended abnormally");
         }
-        if self.owns_bus {
-            self.bus.shutdown().await;
-        }
+        self.bus.shutdown().await;
         served
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use service_core::app::{ServiceRuntime, StartupError};
 use service_core::config::ConfigError;
 use service_core::db::{Database, DatabaseHealth, StoreError};
-use service_core::events::{BusConfig, EventBus, EventError, OutboxConfig, OutboxRelay};
+use service_core::events::{EventBus, EventError, OutboxConfig, OutboxRelay};
 use service_core::recovery::{OperationTracker, RecoveryConfig, RecoveryError, RecoveryJob};
 use service_core::server::{Server, Subgraph};
 use tokio_util::sync::CancellationToken;
@@ -50,8 +50,6 @@ pub struct Application {
     port: u16,
     service: BonusService,
     bus: EventBus,
-    /// Whether this application made the bus (and so shuts it down).
-    owns_bus: bool,
     relay: OutboxRelay,
     jobs: Arc<RecoveryJob>,
     jobs_enabled: bool,
@@ -68,24 +66,18 @@ impl Application {
     /// process (the one-process launcher): it consumes `user.registered`,
     /// `deposit.completed`, `transfer.completed`, `withdrawal.completed` and
     /// `bonus.payment.settled` from it and publishes its own events to it.
-    /// With `None` it makes a bus of its own. The owner of a shared bus
-    /// shuts it down, not this application.
+    /// With `None` it makes a bus of its own. Stopping the application stops
+    /// its consumers only (it works on a scope of a shared bus).
     pub async fn build_with_bus(
         settings: Settings,
         bus: Option<EventBus>,
     ) -> Result<Self, BuildError> {
-        let owns_bus = bus.is_none();
-        let bus = match bus {
-            Some(bus) => bus,
-            None => {
-                EventBus::connect(
-                    settings.redis.state.as_ref(),
-                    &settings.common.brand,
-                    BusConfig::default(),
-                )
-                .await?
-            }
-        };
+        let bus = EventBus::for_service(
+            bus.as_ref(),
+            settings.redis.state.as_ref(),
+            &settings.common.brand,
+        )
+        .await?;
         let mut runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let db = Arc::new(Database::open(&settings.db).await?);
         let store = Store::open(db.clone()).await?;
@@ -135,7 +127,6 @@ impl Application {
             port,
             service,
             bus,
-            owns_bus,
             relay,
             jobs: Arc::new(jobs),
             jobs_enabled: config.jobs_enabled,
@@ -195,9 +186,7 @@ impl Application {
                 tracing::error!(error = %err, "scheduled jobs ended abnormally");
             }
         }
-        if self.owns_bus {
-            self.bus.shutdown().await;
-        }
+        self.bus.shutdown().await;
         served
     }
 }

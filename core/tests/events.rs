@@ -358,6 +358,50 @@ async fn shutdown_drains_handlers_in_flight(transport: Transport) {
     );
 }
 
+async fn a_stopped_scope_leaves_its_group_to_the_next_subscriber(transport: Transport) {
+    // A service restarted in a process whose services share one bus.
+    let bus = bus(transport).await;
+    let (first, next, other) = (Calls::default(), Calls::default(), Calls::default());
+    let stopped = bus.scope();
+    stopped
+        .on("deposit.completed", "notification", first.handler())
+        .await
+        .unwrap();
+    bus.on("deposit.completed", "bonus", other.handler())
+        .await
+        .unwrap();
+    flush(&bus, "deposit.completed", &first).await;
+
+    stopped.shutdown().await;
+    let restarted = bus.scope();
+    restarted
+        .on("deposit.completed", "notification", next.handler())
+        .await
+        .unwrap();
+    let event = bus
+        .emit("deposit.completed", "t1", None, json!({}))
+        .await
+        .unwrap();
+
+    eventually("the next subscriber handled it", || next.of(&event.id) == 1).await;
+    eventually("the bus's own group handled it", || {
+        other.of(&event.id) == 1
+    })
+    .await;
+    settle().await;
+    assert_eq!(first.of(&event.id), 0, "the stopped scope still consumed");
+    assert!(matches!(
+        stopped.emit("a.b", "t1", None, json!({})).await,
+        Err(EventError::Closed)
+    ));
+    // Shutting the bus down ends its scopes too.
+    bus.shutdown().await;
+    assert!(matches!(
+        restarted.emit("a.b", "t1", None, json!({})).await,
+        Err(EventError::Closed)
+    ));
+}
+
 macro_rules! on_both_transports {
     ($($name:ident),* $(,)?) => {
         mod in_process {
@@ -386,7 +430,49 @@ on_both_transports!(
     redelivered_event_is_not_handled_again,
     closed_bus_and_bad_names_are_refused,
     shutdown_drains_handlers_in_flight,
+    a_stopped_scope_leaves_its_group_to_the_next_subscriber,
 );
+
+#[tokio::test]
+async fn in_process_events_queued_for_a_stopping_scope_are_still_handled() {
+    let bus = EventBus::in_process(fast_config());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Calls::default();
+    let gated = {
+        let (gate, calls) = (gate.clone(), calls.clone());
+        handler(move |event| {
+            let (gate, calls) = (gate.clone(), calls.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                calls.record(&event);
+                Ok(())
+            }
+        })
+    };
+    let scope = bus.scope();
+    scope.on("transfer.completed", "slow", gated).await.unwrap();
+    let mut emitted = Vec::new();
+    for _ in 0..3 {
+        emitted.push(
+            bus.emit("transfer.completed", "t1", None, json!({}))
+                .await
+                .unwrap(),
+        );
+    }
+
+    // One event in the handler, two queued: all three were accepted, so
+    // stopping must not drop any.
+    let cancelled = scope.cancellation_token();
+    let stopping = tokio::spawn(async move { scope.shutdown().await });
+    eventually("the scope is stopping", || cancelled.is_cancelled()).await;
+    gate.add_permits(3);
+    stopping.await.unwrap();
+
+    for event in &emitted {
+        assert_eq!(calls.of(&event.id), 1, "an accepted event was dropped");
+    }
+    bus.shutdown().await;
+}
 
 #[tokio::test]
 async fn in_process_emit_waits_while_a_subscriber_queue_is_full() {
@@ -638,6 +724,18 @@ async fn transfer(db: &Database, event: &Event, fail: bool) -> Result<(), StoreE
     .await
 }
 
+/// Stages `events` in a transaction of their own.
+async fn stage_in_transaction(db: &Database, events: &[Event]) {
+    db.transaction(|tx| Box::pin(async move { Outbox::stage_all(tx, events).await }))
+        .await
+        .unwrap();
+}
+
+/// Entries in the outbox, published or not.
+async fn outbox_len(db: &Database) -> u64 {
+    db.count(OUTBOX_COLLECTION, &Filter::all()).await.unwrap()
+}
+
 #[tokio::test]
 async fn outbox_event_of_committed_transaction_is_delivered_once() {
     let store = embedded_db().await;
@@ -686,18 +784,9 @@ async fn outbox_entry_of_several_events_publishes_each_once_and_is_marked_once()
         Event::new("wallet.updated", "t1", Some("u1"), json!({"wallet": 1})).unwrap(),
         Event::new("wallet.updated", "t1", Some("u2"), json!({"wallet": 2})).unwrap(),
     ];
-    let staged = &events;
-    store
-        .db
-        .transaction(|tx| Box::pin(async move { Outbox::stage_all(tx, staged).await }))
-        .await
-        .unwrap();
+    stage_in_transaction(&store.db, &events).await;
     assert_eq!(
-        store
-            .db
-            .count(OUTBOX_COLLECTION, &Filter::all())
-            .await
-            .unwrap(),
+        outbox_len(&store.db).await,
         1,
         "one entry for the transaction"
     );
@@ -729,19 +818,8 @@ async fn outbox_entry_of_several_events_publishes_each_once_and_is_marked_once()
 #[tokio::test]
 async fn outbox_staging_no_events_writes_nothing() {
     let store = embedded_db().await;
-    store
-        .db
-        .transaction(|tx| Box::pin(async move { Outbox::stage_all(tx, &[]).await }))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .db
-            .count(OUTBOX_COLLECTION, &Filter::all())
-            .await
-            .unwrap(),
-        0
-    );
+    stage_in_transaction(&store.db, &[]).await;
+    assert_eq!(outbox_len(&store.db).await, 0);
 }
 
 #[tokio::test]

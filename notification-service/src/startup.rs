@@ -7,7 +7,7 @@ use std::time::Duration;
 use service_core::app::{ServiceRuntime, StartupError};
 use service_core::config::ConfigError;
 use service_core::db::{Database, DatabaseHealth, StoreError};
-use service_core::events::{BusConfig, EventBus, EventError};
+use service_core::events::{EventBus, EventError};
 use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use service_core::server::{Server, Subgraph};
 use tokio::task::JoinHandle;
@@ -60,7 +60,6 @@ pub struct Application {
     port: u16,
     service: NotificationService,
     events: EventBus,
-    owns_events: bool,
     background: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -118,18 +117,12 @@ impl Application {
         }
 
         let service = NotificationService::new(store, queue, live, providers);
-        let owns_events = events.is_none();
-        let events = match events {
-            Some(events) => events,
-            None => {
-                EventBus::connect(
-                    settings.redis.state.as_ref(),
-                    &settings.common.brand,
-                    BusConfig::default(),
-                )
-                .await?
-            }
-        };
+        let events = EventBus::for_service(
+            events.as_ref(),
+            settings.redis.state.as_ref(),
+            &settings.common.brand,
+        )
+        .await?;
         crate::domain::subscribe(&events, &service).await?;
         runtime.follow_revocations(&events).await?;
 
@@ -157,13 +150,17 @@ impl Application {
         if let Some(verifier) = &runtime.verifier {
             subgraph = subgraph.verifier(verifier.clone());
         }
+        let closing = CancellationToken::new();
         let router = service_core::server::ws::with_subscriptions(
             subgraph.router(),
             schema,
             runtime.verifier.clone(),
             runtime.access.clone(),
+            closing.clone(),
         );
-        let server = Server::bind(&config.addr, router).await?;
+        let server = Server::bind(&config.addr, router)
+            .await?
+            .with_shutdown(closing);
         let port = server.local_addr()?.port();
         tracing::info!(
             service = SERVICE,
@@ -176,7 +173,6 @@ impl Application {
             port,
             service,
             events,
-            owns_events,
             background,
             tasks,
         })
@@ -203,13 +199,11 @@ impl Application {
     }
 
     /// Serves until a shutdown signal or the token, then drains: in-flight
-    /// requests, then sends in flight; the event bus is shut down only if
-    /// this service created it.
+    /// requests, then this service's event consumers (on a shared bus, the
+    /// others carry on), then sends in flight.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.run_until_stopped().await;
-        if self.owns_events {
-            self.events.shutdown().await;
-        }
+        self.events.shutdown().await;
         self.service.queue().shutdown().await;
         self.background.cancel();
         for task in self.tasks {

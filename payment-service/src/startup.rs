@@ -9,8 +9,8 @@ use service_core::cache::{CacheConfig, LayeredCache};
 use service_core::config::ConfigError;
 use service_core::db::{Database, DatabaseHealth, StoreError};
 use service_core::events::{
-    handler, BonusPaymentRequested, BusConfig, DomainEvent, EventBus, EventError, OutboxConfig,
-    OutboxRelay, UserRegistered, WalletUpdated,
+    handler, BonusPaymentRequested, DomainEvent, EventBus, EventError, OutboxConfig, OutboxRelay,
+    UserRegistered, WalletUpdated,
 };
 use service_core::redis::{KeyPrefix, RedisAccessor, RedisError, RedisUrl};
 use service_core::resilience::RetryPolicy;
@@ -99,7 +99,6 @@ pub struct Application {
     port: u16,
     service: PaymentService,
     bus: EventBus,
-    owns_bus: bool,
     relay: OutboxRelay,
     settings: Settings,
     background: CancellationToken,
@@ -123,18 +122,12 @@ impl Application {
         let background = CancellationToken::new();
         let db = Arc::new(Database::open(&settings.db).await?);
         db.ensure_indexes(&crate::store::indexes()).await?;
-        let owns_bus = bus.is_none();
-        let bus = match bus {
-            Some(bus) => bus,
-            None => {
-                EventBus::connect(
-                    settings.redis.state.as_ref(),
-                    &settings.common.brand,
-                    BusConfig::default(),
-                )
-                .await?
-            }
-        };
+        let bus = EventBus::for_service(
+            bus.as_ref(),
+            settings.redis.state.as_ref(),
+            &settings.common.brand,
+        )
+        .await?;
         let relay = OutboxRelay::new(db.clone(), bus.clone(), OutboxConfig::default());
         let cache = Arc::new(balance_cache(&settings, &background).await?);
         let provider: Arc<dyn PayoutProvider> = match &settings.payment.payout_url {
@@ -187,13 +180,17 @@ impl Application {
         if let Some(verifier) = &runtime.verifier {
             subgraph = subgraph.verifier(verifier.clone());
         }
+        let closing = CancellationToken::new();
         let router = service_core::server::ws::with_subscriptions(
             subgraph.router(),
             schema,
             runtime.verifier.clone(),
             runtime.access.clone(),
+            closing.clone(),
         );
-        let server = Server::bind(&settings.payment.addr, router).await?;
+        let server = Server::bind(&settings.payment.addr, router)
+            .await?
+            .with_shutdown(closing);
         let port = server.local_addr()?.port();
         tracing::info!(service = SERVICE, port, "payment subgraph ready");
         Ok(Self {
@@ -201,7 +198,6 @@ impl Application {
             port,
             service,
             bus,
-            owns_bus,
             relay,
             settings,
             background,
@@ -280,9 +276,7 @@ impl Application {
                 tracing::error!(error = %err, "a background task ended abnormally");
             }
         }
-        if self.owns_bus {
-            self.bus.shutdown().await;
-        }
+        self.bus.shutdown().await;
         served
     }
 }

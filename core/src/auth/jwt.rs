@@ -450,6 +450,42 @@ impl TokenVerifier {
         Ok(claims)
     }
 
+    /// Resolves once `token` no longer verifies, with the reason: at once
+    /// if it does not verify now, else when it expires (past the leeway) or
+    /// its session is revoked. For whatever keeps serving a caller on one
+    /// verification, such as a subscription.
+    pub async fn until_invalid(&self, token: &str) -> TokenError {
+        let mut changes = self.revocations.as_ref().map(|list| list.changes());
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        loop {
+            let claims = match self.verify(token) {
+                Ok(claims) => claims,
+                Err(err) => return err,
+            };
+            let left = claims
+                .exp
+                .saturating_add(leeway)
+                .saturating_sub(Utc::now().timestamp());
+            // At least a second, so a token at the edge of its leeway is
+            // checked again later rather than in a busy loop.
+            let expiry =
+                tokio::time::sleep(Duration::from_secs(u64::try_from(left).unwrap_or(0).max(1)));
+            let Some(revocations) = changes.as_mut() else {
+                expiry.await;
+                continue;
+            };
+            tokio::select! {
+                () = expiry => {}
+                changed = revocations.changed() => {
+                    if changed.is_err() {
+                        // The list is gone: only the expiry is left to wait for.
+                        changes = None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Everything [`verify`](Self::verify) checks but the revocation list.
     fn check_signed(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -635,6 +671,56 @@ mod tests {
         // A verifier without the list is unaffected (and says so).
         assert!(f.verifier.revocations().is_none());
         assert!(f.verifier.verify(&issued.token).is_ok());
+    }
+
+    #[tokio::test]
+    async fn until_invalid_resolves_when_the_session_is_revoked() {
+        use crate::auth::SessionRevoked;
+
+        let f = fixture();
+        let list = Arc::new(RevocationList::new());
+        let verifier = f.verifier.clone().with_revocations(Arc::clone(&list));
+        let issued = f.issuer.issue(&subject()).unwrap();
+        let ended = verifier.until_invalid(&issued.token);
+        tokio::pin!(ended);
+        let revoke = |session: &str| {
+            let now = Utc::now();
+            list.apply(
+                &SessionRevoked {
+                    user_id: "user-1".into(),
+                    session_id: Some(session.into()),
+                    revoked_at: now,
+                    tokens_expire_by: now + chrono::Duration::minutes(15),
+                },
+                now,
+            );
+        };
+
+        revoke("session-2");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut ended).await;
+        assert!(early.is_err(), "another session's revocation ended it");
+        revoke("session-1");
+
+        assert_eq!(ended.await, TokenError::Revoked);
+    }
+
+    #[tokio::test]
+    async fn until_invalid_resolves_when_the_token_expires_or_at_once_when_invalid() {
+        let short = settings()
+            .with_access_ttl(Duration::from_secs(1))
+            .with_leeway(Duration::ZERO);
+        let key = SigningKey::generate("key-1").unwrap();
+        let verifier = TokenVerifier::new(KeySet::new().with(key.verifying_key()), short.clone());
+        let issued = TokenIssuer::new(key, short).issue(&subject()).unwrap();
+
+        assert_eq!(
+            verifier.until_invalid(&issued.token).await,
+            TokenError::Expired
+        );
+        assert_eq!(
+            verifier.until_invalid("not-a-token").await,
+            TokenError::Malformed
+        );
     }
 
     #[test]

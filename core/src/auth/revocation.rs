@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::Claims;
 use crate::events::{handler, DomainEvent, EventBus, EventError, HandlerError};
@@ -88,9 +89,19 @@ impl Entries {
 /// Sessions whose access tokens must be refused, each until no token of
 /// it can still be valid. Cheap to share behind an `Arc`; every method is
 /// safe to call from any thread. `Debug` shows only the size.
-#[derive(Default)]
 pub struct RevocationList {
     entries: RwLock<Entries>,
+    /// Counts the revocations applied, for [`changes`](Self::changes).
+    applied: watch::Sender<u64>,
+}
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+            applied: watch::Sender::new(0),
+        }
+    }
 }
 
 impl fmt::Debug for RevocationList {
@@ -142,6 +153,7 @@ impl RevocationList {
         if until <= now {
             return;
         }
+        self.applied.send_modify(|applied| *applied += 1);
         match &revoked.session_id {
             Some(session_id) => {
                 let entry = entries
@@ -182,6 +194,13 @@ impl RevocationList {
             .get(&claims.sub)
             .is_some_and(|e| e.until > now && claims.iat <= e.issued_up_to);
         session || user
+    }
+
+    /// Wakes its holder (`changed()`) after each revocation applied from
+    /// then on, so that whatever holds a token for long (a subscription)
+    /// can check it again.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// How many revocations are remembered (expired ones included until the

@@ -113,22 +113,39 @@ pub(crate) enum Transport {
 }
 
 /// Emits events and runs subscriptions. Cheap to clone; clones share the
-/// transport, the subscriptions and the shutdown.
+/// transport, the subscriptions and the shutdown. [`scope`](Self::scope)
+/// makes a bus on the same transport with subscriptions and a shutdown of
+/// its own.
 #[derive(Clone)]
 pub struct EventBus {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+    scope: Arc<Scope>,
 }
 
-struct Inner {
+/// What every scope of a bus shares.
+struct Shared {
     transport: Transport,
     config: BusConfig,
+}
+
+/// The subscriptions one shutdown ends.
+struct Scope {
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Scope {
+    fn new(cancel: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            cancel,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let transport = match self.inner.transport {
+        let transport = match self.shared.transport {
             Transport::InProcess(_) => "in-process",
             Transport::Redis(_) => "redis-streams",
         };
@@ -168,6 +185,22 @@ impl EventBus {
         Ok(Self::redis_streams(redis, config, StreamsConfig::default()))
     }
 
+    /// The bus of one service: a [`scope`](Self::scope) of `shared` when
+    /// the services of a process share one bus, else a bus of its own
+    /// ([`connect`](Self::connect) with the default settings). Either way
+    /// the service shuts down what it got, which stops its own consumers
+    /// and nothing else.
+    pub async fn for_service(
+        shared: Option<&EventBus>,
+        url: Option<&RedisUrl>,
+        brand: &str,
+    ) -> Result<Self, RedisError> {
+        match shared {
+            Some(bus) => Ok(bus.scope()),
+            None => Self::connect(url, brand, BusConfig::default()).await,
+        }
+    }
+
     /// A bus over Redis Streams. Every service exchanging events must use an
     /// accessor with the same key prefix (for example
     /// `KeyPrefix::new(brand, "bus")`), since streams live under it.
@@ -178,12 +211,22 @@ impl EventBus {
 
     fn build(transport: Transport, config: BusConfig) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                transport,
-                config,
-                cancel: CancellationToken::new(),
-                tasks: Mutex::new(Vec::new()),
-            }),
+            shared: Arc::new(Shared { transport, config }),
+            scope: Scope::new(CancellationToken::new()),
+        }
+    }
+
+    /// A bus on the same transport whose subscriptions end with its own
+    /// [`shutdown`](Self::shutdown), leaving this bus's running; shutting
+    /// this bus down ends the scope's too. For a component that stops
+    /// before the process does, such as a service restarted inside a
+    /// process whose services share one bus: once its scope is shut down,
+    /// its consumers have left their groups and the events of those groups
+    /// go to the consumers that remain, such as the next instance's.
+    pub fn scope(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            scope: Scope::new(self.scope.cancel.child_token()),
         }
     }
 
@@ -206,14 +249,14 @@ impl EventBus {
     #[tracing::instrument(level = "debug", skip_all, fields(event_type = %event.event_type, event_id = %event.id))]
     pub async fn emit_event(&self, event: &Event) -> Result<(), EventError> {
         super::pattern::validate_event_type(&event.event_type)?;
-        if self.inner.cancel.is_cancelled() {
+        if self.scope.cancel.is_cancelled() {
             return Err(EventError::Closed);
         }
-        match &self.inner.transport {
+        match &self.shared.transport {
             Transport::InProcess(t) => t.publish(event).await?,
             Transport::Redis(t) => t.publish(event).await?,
         }
-        if let Some(metrics) = &self.inner.config.metrics {
+        if let Some(metrics) = &self.shared.config.metrics {
             metrics.emitted(&event.event_type);
         }
         Ok(())
@@ -255,16 +298,16 @@ impl EventBus {
         handler: Handler,
     ) -> Result<(), EventError> {
         validate_group(group)?;
-        if self.inner.cancel.is_cancelled() {
+        if self.scope.cancel.is_cancelled() {
             return Err(EventError::Closed);
         }
         let subscriber = Arc::new(Subscriber {
             group: group.to_owned(),
             handler,
         });
-        let config = self.inner.config.clone();
-        let cancel = self.inner.cancel.clone();
-        let task = match &self.inner.transport {
+        let config = self.shared.config.clone();
+        let cancel = self.scope.cancel.clone();
+        let task = match &self.shared.transport {
             Transport::InProcess(t) => t.subscribe(pattern, subscriber, config, cancel),
             Transport::Redis(t) => t.subscribe(pattern, subscriber, config, cancel).await?,
         };
@@ -274,7 +317,7 @@ impl EventBus {
 
     /// Keeps a consumer task so [`shutdown`](Self::shutdown) drains it.
     fn track(&self, task: JoinHandle<()>) {
-        self.inner
+        self.scope
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -300,18 +343,18 @@ impl EventBus {
         handler: Handler,
     ) -> Result<(), EventError> {
         super::pattern::validate_event_type(event_type)?;
-        if self.inner.cancel.is_cancelled() {
+        if self.scope.cancel.is_cancelled() {
             return Err(EventError::Closed);
         }
-        match &self.inner.transport {
+        match &self.shared.transport {
             Transport::InProcess(_) => {
                 // A group of its own per call: every caller hears each event.
                 let group = format!("broadcast-{}", uuid::Uuid::new_v4().simple());
                 self.on(event_type, &group, handler).await
             }
             Transport::Redis(t) => {
-                let config = self.inner.config.clone();
-                let cancel = self.inner.cancel.clone();
+                let config = self.shared.config.clone();
+                let cancel = self.scope.cancel.clone();
                 let task = t.tail(event_type, replay, handler, config, cancel).await?;
                 self.track(task);
                 Ok(())
@@ -326,31 +369,35 @@ impl EventBus {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, EventError> {
         super::pattern::validate_event_type(event_type)?;
-        match &self.inner.transport {
+        match &self.shared.transport {
             Transport::InProcess(t) => Ok(t.dead_letters(event_type, limit)),
             Transport::Redis(t) => t.dead_letters(event_type, limit).await,
         }
     }
 
-    /// The token whose cancellation stops every consumer; cancel it (or call
-    /// [`shutdown`](Self::shutdown)) from the service's shutdown path.
+    /// The token whose cancellation stops every consumer of this bus (and
+    /// of its scopes); cancel it (or call [`shutdown`](Self::shutdown)) from
+    /// the service's shutdown path.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.inner.cancel.clone()
+        self.scope.cancel.clone()
     }
 
-    /// Stops consumers from taking new events, waits up to
-    /// [`BusConfig::drain_timeout`] for in-flight handlers, then aborts the
-    /// rest. Later emits and subscriptions fail with [`EventError::Closed`].
+    /// Stops this bus's consumers (and its scopes') from taking new events,
+    /// waits up to [`BusConfig::drain_timeout`] for in-flight handlers of
+    /// this bus, then aborts the rest. In-process, events already queued for
+    /// a consumer count as in flight: each gets one attempt. Later emits and
+    /// subscriptions on this bus fail with [`EventError::Closed`]; a bus
+    /// this one is a scope of carries on.
     pub async fn shutdown(&self) {
-        self.inner.cancel.cancel();
+        self.scope.cancel.cancel();
         let tasks = std::mem::take(
             &mut *self
-                .inner
+                .scope
                 .tasks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let deadline = tokio::time::Instant::now() + self.inner.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
         for mut task in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 tracing::warn!("an event consumer did not drain in time, aborting it");

@@ -64,7 +64,12 @@ impl InProcess {
             let mut groups: Vec<&str> = Vec::new();
             let mut senders = Vec::new();
             for route in routes.iter() {
-                if route.pattern.matches(&event.event_type) && !groups.contains(&&*route.group) {
+                // A closed route is a subscription that stopped: its group
+                // is served by the group's other subscriptions, if any.
+                if route.pattern.matches(&event.event_type)
+                    && !route.sender.is_closed()
+                    && !groups.contains(&&*route.group)
+                {
                     groups.push(&route.group);
                     senders.push(route.sender.clone());
                 }
@@ -88,15 +93,19 @@ impl InProcess {
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
         let (sender, mut receiver) = mpsc::channel(config.channel_capacity.max(1));
-        self.shared
-            .routes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Route {
+        {
+            let mut routes = self
+                .shared
+                .routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            routes.retain(|route| !route.sender.is_closed());
+            routes.push(Route {
                 pattern,
                 group: subscriber.group.clone(),
                 sender,
             });
+        }
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             loop {
@@ -105,9 +114,16 @@ impl InProcess {
                     () = cancel.cancelled() => break,
                     event = receiver.recv() => match event {
                         Some(event) => event,
-                        None => break,
+                        None => return,
                     },
                 };
+                shared.consume(&subscriber, event, &config, &cancel).await;
+            }
+            // Stopping: the route takes nothing more (emitters move on to
+            // the group's other subscriptions) and what it had accepted
+            // gets one attempt each, within the bus's drain timeout.
+            receiver.close();
+            while let Some(event) = receiver.recv().await {
                 shared.consume(&subscriber, event, &config, &cancel).await;
             }
         })

@@ -210,6 +210,13 @@ impl Server {
         })
     }
 
+    /// Stops on `token` instead of a token of its own: the one that also
+    /// closes subscription connections ([`ws::with_subscriptions`]).
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()

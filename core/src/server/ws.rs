@@ -7,30 +7,41 @@
 //! this is a layer in front of its router that takes only upgrade requests:
 //!
 //! ```ignore
-//! let router = ws::with_subscriptions(subgraph.router(), schema, verifier, access);
+//! let closing = CancellationToken::new();
+//! let router = ws::with_subscriptions(subgraph.router(), schema, verifier, access, closing.clone());
+//! let server = Server::bind(addr, router).await?.with_shutdown(closing);
 //! ```
+//!
+//! When `closing` is cancelled (the server is stopping), every connection
+//! gets a close frame (`1001`, going away) and ends: the gateway then tells
+//! its clients the subgraph is unavailable and they subscribe again, on the
+//! next instance, instead of waiting on a connection nothing feeds.
 
 use std::sync::Arc;
 
 use access_engine::AccessEngine;
 use async_graphql::{Data, Executor};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
 use crate::context::{Principal, RequestContext, RequestId};
 use crate::error::{codes, ApiError};
 
 /// What the upgrade layer needs: the schema subscriptions run on, the token
-/// verifier and the permission rules.
+/// verifier, the permission rules and the token that ends the connections.
 pub struct WsState<E> {
     executor: E,
     verifier: Option<Arc<TokenVerifier>>,
     access: Arc<AccessEngine>,
+    closing: CancellationToken,
 }
 
 impl<E: Clone> Clone for WsState<E> {
@@ -39,22 +50,26 @@ impl<E: Clone> Clone for WsState<E> {
             executor: self.executor.clone(),
             verifier: self.verifier.clone(),
             access: self.access.clone(),
+            closing: self.closing.clone(),
         }
     }
 }
 
 impl<E> WsState<E> {
-    /// Serves `executor` (an async-graphql `Schema`); without a `verifier`,
-    /// any token in `connection_init` is refused.
+    /// Serves `executor` (an async-graphql `Schema`) until `closing` is
+    /// cancelled; without a `verifier`, any token in `connection_init` is
+    /// refused.
     pub fn new(
         executor: E,
         verifier: Option<Arc<TokenVerifier>>,
         access: Arc<AccessEngine>,
+        closing: CancellationToken,
     ) -> Self {
         Self {
             executor,
             verifier,
             access,
+            closing,
         }
     }
 
@@ -99,18 +114,20 @@ fn is_upgrade(request: &Request) -> bool {
 }
 
 /// `router` with WebSocket upgrades of `/graphql` served as subscription
-/// connections on `executor` (a subgraph's schema).
+/// connections on `executor` (a subgraph's schema), each closed when
+/// `closing` is cancelled.
 pub fn with_subscriptions<E>(
     router: axum::Router,
     executor: E,
     verifier: Option<Arc<TokenVerifier>>,
     access: Arc<AccessEngine>,
+    closing: CancellationToken,
 ) -> axum::Router
 where
     E: Executor + Clone + Send + Sync + 'static,
 {
     router.layer(axum::middleware::from_fn_with_state(
-        WsState::new(executor, verifier, access),
+        WsState::new(executor, verifier, access, closing),
         upgrade::<E>,
     ))
 }
@@ -141,12 +158,45 @@ where
     };
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            let executor = state.executor.clone();
-            GraphQLWebSocket::new(stream, executor, protocol)
-                .on_connection_init(move |payload| async move {
-                    state.authenticate(&payload, request_id)
-                })
-                .serve()
-        })
+        .on_upgrade(move |socket| serve(socket, state, protocol, request_id))
+}
+
+/// Runs one connection until the client or the protocol ends it, or until
+/// the server closes it.
+async fn serve<E>(
+    socket: WebSocket,
+    state: WsState<E>,
+    protocol: GraphQLProtocol,
+    request_id: RequestId,
+) where
+    E: Executor + Clone,
+{
+    // The protocol writes into a channel rather than the socket, so that
+    // the socket is still here to send the close frame when the server
+    // stops.
+    let (mut to_client, from_client) = socket.split();
+    let (replies, mut outgoing) = futures::channel::mpsc::channel::<Message>(16);
+    let closing = state.closing.clone();
+    let session =
+        GraphQLWebSocket::new_with_pair(replies, from_client, state.executor.clone(), protocol)
+            .on_connection_init(
+                move |payload| async move { state.authenticate(&payload, request_id) },
+            )
+            .serve();
+    tokio::select! {
+        _ = futures::future::join(session, async {
+            while let Some(message) = outgoing.next().await {
+                if to_client.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }) => {}
+        () = closing.cancelled() => {
+            let frame = CloseFrame {
+                code: close_code::AWAY,
+                reason: "Server shutting down".into(),
+            };
+            let _ = to_client.send(Message::Close(Some(frame))).await;
+        }
+    }
 }

@@ -4,7 +4,10 @@
 //! `Authorization` and request id, and every upstream event runs the rest
 //! of the plan (entity fields from other subgraphs) before it is projected
 //! on the client's operation. [`ws`] and [`sse`] carry the results to the
-//! client; dropping a [`Session`] closes the upstream connection.
+//! client; dropping a [`Session`] closes the upstream connection. A
+//! subscription lives no longer than its caller's token: when the token
+//! expires or its session is revoked, the client gets that error and the
+//! stream ends.
 
 pub(crate) mod sse;
 mod upstream;
@@ -15,7 +18,9 @@ use std::sync::Arc;
 use hive_router_query_planner::planner::plan_nodes::{FetchNode, PlanNode};
 use hive_router_query_planner::state::supergraph_state::OperationKind;
 use serde_json::{Map, Value};
+use service_core::auth::TokenError;
 use service_core::context::{RequestContext, RequestId};
+use service_core::error::ApiError;
 use tokio::sync::mpsc;
 
 use crate::auth::Caller;
@@ -190,6 +195,8 @@ impl Running {
             }
         };
         let closing = self.gateway.inner.closing.clone();
+        let credential = self.credential_ended();
+        tokio::pin!(credential);
         loop {
             let message = tokio::select! {
                 () = sender.closed() => {
@@ -199,6 +206,15 @@ impl Running {
                 }
                 () = closing.cancelled() => {
                     // The gateway is stopping: the client gets `complete`.
+                    upstream.close().await;
+                    return;
+                }
+                ended = &mut credential => {
+                    // The stream ends with the error a request bearing the
+                    // same token would get now.
+                    tracing::info!(reason = %ended, "subscription ended with its caller's token");
+                    let error = GraphqlError::from(ApiError::from(ended));
+                    let _ = sender.send(Event::Error(vec![error.to_json()])).await;
                     upstream.close().await;
                     return;
                 }
@@ -223,6 +239,22 @@ impl Running {
                 upstream.close().await;
                 return;
             }
+        }
+    }
+
+    /// Resolves when the caller's token stops verifying: it expired or its
+    /// session was revoked (logout, password change, refresh-token reuse).
+    /// Never, for an anonymous caller.
+    async fn credential_ended(&self) -> TokenError {
+        let token = self
+            .caller
+            .authorization
+            .as_deref()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        match (self.gateway.inner.verifier.as_deref(), token) {
+            (Some(verifier), Some(token)) => verifier.until_invalid(token).await,
+            _ => std::future::pending().await,
         }
     }
 

@@ -10,10 +10,13 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use futures::{SinkExt, StreamExt};
 use gateway::{Application, Gateway, GatewayDeps, GatewaySettings, SubgraphEndpoint};
 use serde_json::{json, Value};
-use service_core::auth::{KeySet, SigningKey, TokenIssuer, TokenSubject, TokenVerifier};
+use service_core::auth::{
+    KeySet, RevocationList, SigningKey, TokenIssuer, TokenSubject, TokenVerifier,
+};
 use service_core::config::AppEnv;
 use service_core::events::{BusConfig, EventBus};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -37,7 +40,21 @@ struct Platform {
     gateway: Gateway,
     verifier: Arc<TokenVerifier>,
     stops: Vec<CancellationToken>,
+    /// What the notification subgraph is started again with.
+    notification: Option<Restart>,
     _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Where [`stops`](Platform::stops) keeps the notification subgraph's token.
+const NOTIFICATION: usize = 2;
+
+/// The notification subgraph's run, and how to start it again on its
+/// port and data.
+struct Restart {
+    running: JoinHandle<std::io::Result<()>>,
+    bus: EventBus,
+    vars: Vec<(String, String)>,
+    port: u16,
 }
 
 impl Drop for Platform {
@@ -110,22 +127,16 @@ async fn start() -> Platform {
     let payment = app.service().clone();
     tokio::spawn(app.run_until_stopped());
 
-    let settings = notification_service::Settings::from_vars(vars(
-        &[("NOTIFICATION_ADDR", "127.0.0.1:0".to_owned())],
-        &dirs[2],
-    ))
-    .unwrap();
-    let app = notification_service::Application::build_with_bus(settings, Some(bus.clone()))
-        .await
-        .unwrap();
-    endpoints.push(endpoint(notification_service::SERVICE, app.port()));
-    stops.push(app.shutdown_token());
-    tokio::spawn(app.run_until_stopped());
+    let notification_vars = vars(&[], &dirs[2]);
+    let (port, stop, running) = start_notification(&bus, notification_vars.clone(), 0).await;
+    endpoints.push(endpoint(notification_service::SERVICE, port));
+    stops.push(stop);
 
-    let verifier = Arc::new(TokenVerifier::new(
-        KeySet::default().with(key.verifying_key()),
-        jwt_settings(),
-    ));
+    // Like the launcher's gateway, this one refuses ended sessions.
+    let verifier = Arc::new(
+        TokenVerifier::new(KeySet::default().with(key.verifying_key()), jwt_settings())
+            .with_revocations(RevocationList::follow(&bus).await.unwrap()),
+    );
     let gateway = gateway_with(
         GatewaySettings {
             addr: "127.0.0.1:0".to_owned(),
@@ -149,8 +160,30 @@ async fn start() -> Platform {
         gateway,
         verifier,
         stops,
+        notification: Some(Restart {
+            running,
+            bus,
+            vars: notification_vars,
+            port,
+        }),
         _dirs: dirs,
     }
+}
+
+/// Starts the notification subgraph on `port` (0: any) with `bus`;
+/// returns the port, the token that stops it and its run.
+async fn start_notification(
+    bus: &EventBus,
+    mut vars: Vec<(String, String)>,
+    port: u16,
+) -> (u16, CancellationToken, JoinHandle<std::io::Result<()>>) {
+    vars.push(("NOTIFICATION_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+    let settings = notification_service::Settings::from_vars(vars).unwrap();
+    let app = notification_service::Application::build_with_bus(settings, Some(bus.clone()))
+        .await
+        .unwrap();
+    let (port, stop) = (app.port(), app.shutdown_token());
+    (port, stop, tokio::spawn(app.run_until_stopped()))
 }
 
 async fn gateway_with(settings: GatewaySettings, verifier: &Arc<TokenVerifier>) -> Gateway {
@@ -796,6 +829,7 @@ async fn a_subgraph_that_cannot_be_reached_ends_the_subscription_with_a_coded_er
         gateway: platform.gateway.clone(),
         verifier: platform.verifier.clone(),
         stops: vec![stop],
+        notification: None,
         _dirs: vec![dir],
     };
 
@@ -821,4 +855,119 @@ async fn a_subgraph_that_cannot_be_reached_ends_the_subscription_with_a_coded_er
         "MSGatewaySubgraphUnavailable"
     );
     assert_eq!(stream.next().await.unwrap().0, "complete");
+}
+
+/// The next `error` message, skipping events; `None` if the socket closed.
+async fn next_error(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = next(socket).await?;
+        if message["type"] == "error" {
+            return Some(message);
+        }
+        assert_eq!(message["type"], "next", "{message}");
+    }
+}
+
+/// The coded error ending an SSE stream (a result of errors only, unlike an
+/// event whose entity fetch failed), which must then complete.
+async fn sse_error(stream: &mut EventStream) -> Value {
+    let error = loop {
+        let (event, data) = stream.next().await.expect("an error before the end");
+        assert_eq!(event, "next", "{data}");
+        if data["data"].is_null() && !data["errors"].is_null() {
+            break data["errors"][0].clone();
+        }
+    };
+    let (event, _) = stream.next().await.expect("complete after the error");
+    assert_eq!(event, "complete");
+    assert!(stream.next().await.is_none(), "the stream ended");
+    error
+}
+
+#[tokio::test]
+async fn ending_the_session_ends_its_subscriptions_over_both_transports() {
+    let platform = start().await;
+    let (alice, bob) = (platform.user().await, platform.user().await);
+    let mut socket = platform.socket(&alice.token).await;
+    send(
+        &mut socket,
+        json!({ "id": "w", "type": "subscribe", "payload": { "query": WALLET_UPDATED } }),
+    )
+    .await;
+    let mut stream = platform.event_stream(&alice.token, WALLET_UPDATED).await;
+    let mut bobs = platform.socket(&bob.token).await;
+    send(
+        &mut bobs,
+        json!({ "id": "b", "type": "subscribe", "payload": { "query": WALLET_UPDATED } }),
+    )
+    .await;
+    first_event(&mut socket, || platform.deposit(&alice.wallet, 1)).await;
+    first_sse_event(&mut stream, || platform.deposit(&alice.wallet, 1)).await;
+    first_event(&mut bobs, || platform.deposit(&bob.wallet, 1)).await;
+
+    let body = platform
+        .gql("mutation { logoutAll }", json!({}), Some(&alice.token))
+        .await;
+    assert_eq!(body["data"]["logoutAll"], true, "{body}");
+
+    // No further deposit is needed: the revocation itself ends the streams.
+    let error = tokio::time::timeout(Duration::from_secs(60), next_error(&mut socket))
+        .await
+        .expect("the revocation ended the subscription")
+        .expect("the socket stayed open for the error");
+    assert_eq!(error["id"], "w", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"], "MSAuthInvalidToken",
+        "{error}"
+    );
+    let error = tokio::time::timeout(Duration::from_secs(60), sse_error(&mut stream))
+        .await
+        .expect("the revocation ended the stream");
+    assert_eq!(error["extensions"]["code"], "MSAuthInvalidToken", "{error}");
+
+    // Bob's session is another: his subscription carries on.
+    platform.deposit(&bob.wallet, 5).await;
+    let expected = platform.wallet(&bob).await;
+    until_balance(&mut bobs, &bob, &expected["balance"]).await;
+    wait_for_subscribers(&platform, 1).await;
+}
+
+#[tokio::test]
+async fn a_restarted_subgraph_ends_its_subscriptions_and_the_next_instance_serves_new_ones() {
+    let mut platform = start().await;
+    let alice = platform.user().await;
+    let mut socket = platform.socket(&alice.token).await;
+    let subscribe = |id: &str| json!({ "id": id, "type": "subscribe", "payload": { "query": NOTIFICATION_RECEIVED } });
+    send(&mut socket, subscribe("before")).await;
+    first_event(&mut socket, || platform.notify(&alice, "warm.up")).await;
+
+    // Stopping the subgraph closes its connections, so the client learns
+    // at once instead of waiting on a subscription nothing feeds.
+    platform.stops[NOTIFICATION].cancel();
+    let error = tokio::time::timeout(Duration::from_secs(60), next_error(&mut socket))
+        .await
+        .expect("stopping the subgraph ended the subscription")
+        .expect("the socket stayed open for the error");
+    assert_eq!(error["id"], "before", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"], "MSGatewaySubgraphUnavailable",
+        "{error}"
+    );
+
+    // The next instance, on the same port, data and bus, gets the events
+    // the stopped one no longer consumes: a deposit notifies through the bus.
+    let restart = platform.notification.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), restart.running)
+        .await
+        .expect("the stopped subgraph finished")
+        .unwrap()
+        .unwrap();
+    let (_, stop, _) = start_notification(&restart.bus, restart.vars, restart.port).await;
+    platform.stops[NOTIFICATION] = stop;
+    send(&mut socket, subscribe("after")).await;
+    let event = first_event(&mut socket, || platform.deposit(&alice.wallet, 1)).await;
+    assert_eq!(event["id"], "after", "{event}");
+    let received = &event["payload"]["data"]["notificationReceived"];
+    assert_eq!(received["userId"], json!(alice.id), "{event}");
+    assert_eq!(received["kind"], "deposit.completed", "{event}");
 }
