@@ -26,8 +26,10 @@
 //!   window carries a code other than [`FAULT_CODES`];
 //! - a subscriber saw another user's event, or the feeds did not all
 //!   deliver again after a fault;
-//! - the process's resident memory grew after the warm-up by more than
-//!   [`SoakConfig::max_rss_growth_mib`].
+//! - the process's resident memory ended more than
+//!   [`SoakConfig::max_rss_growth_mib`] above the highest it reached in the
+//!   first half of the run after the warm-up (see
+//!   [`MemoryFigures::growth_mib`]).
 
 mod feed;
 mod summary;
@@ -96,10 +98,10 @@ pub struct SoakConfig {
     /// Members that also hold subscriptions (four feeds each: both topics
     /// over both transports).
     pub subscribers: usize,
-    /// The first part of the run, after which memory must stay flat.
+    /// The first part of the run, left out of the memory check.
     pub warm_up: Duration,
-    /// The most the resident set may grow from the end of the warm-up to
-    /// the end of the traffic, in MiB.
+    /// The most the resident set at the end of the traffic may exceed its
+    /// high in the first half of the run after the warm-up, in MiB.
     pub max_rss_growth_mib: f64,
     /// The largest share (0.0–1.0) of operations outside fault windows
     /// that may fail.
@@ -267,6 +269,10 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Summary> {
     ];
     if let Some(redis) = &redis {
         extra.push(("REDIS_URL".to_owned(), redis.url()));
+        // The wire server is a test stand-in far slower than MongoDB: the
+        // books' reconciliation, one request over the whole ledger, needs
+        // more than the default 10 s there.
+        extra.push(("GATEWAY_SUBGRAPH_TIMEOUT_MS".to_owned(), "60000".to_owned()));
     }
     let extra: Vec<(&str, &str)> = extra
         .iter()
@@ -406,14 +412,20 @@ async fn drive(
         task.await.context("a feed task")?;
     }
 
-    // The books, on a quiet platform.
+    // The books, on a quiet platform that answers in full again: a slow
+    // store may still be working off the traffic.
     let admin = platform.admin().await?;
-    let books = check_books(
-        platform.client(),
-        platform.graphql_url(),
-        &admin.access_token,
-    )
-    .await;
+    let books = match recover(platform, &members[0]).await {
+        Ok(()) => {
+            check_books(
+                platform.client(),
+                platform.graphql_url(),
+                &admin.access_token,
+            )
+            .await
+        }
+        Err(err) => Err(err.context("the platform did not answer in full after the traffic")),
+    };
     let acknowledged = traffic
         .acknowledged
         .lock()
