@@ -18,6 +18,7 @@ mod settings;
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -31,8 +32,8 @@ pub use model::{
 pub use mongo::{PoolSettings, PoolStats, PoolStatus};
 pub use naming::NamingStrategy;
 pub use pagination::{
-    decode_cursor, encode_cursor, paginate, sort_key, Connection, Edge, PageArgs, PageInfo,
-    PageQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    decode_cursor, encode_cursor, paginate, paginate_union, sort_key, Connection, Edge, PageArgs,
+    PageInfo, PageQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use repository::{from_document, to_document, Entity, Repository};
 
@@ -90,6 +91,8 @@ macro_rules! dispatch_tx {
 pub struct Database {
     backend: Backend,
     name: String,
+    /// Transactions run again after a write conflict, since opening.
+    reruns: AtomicU64,
 }
 
 /// How long a transaction that keeps conflicting is run again before the
@@ -114,7 +117,11 @@ impl Database {
                 Backend::Embedded(embedded::EmbeddedStore::open(&path).await?)
             }
         };
-        Ok(Self { backend, name })
+        Ok(Self {
+            backend,
+            name,
+            reruns: AtomicU64::new(0),
+        })
     }
 
     /// The database's name (from the naming strategy).
@@ -136,6 +143,18 @@ impl Database {
         dispatch!(&self.backend, s => s.ensure_indexes(specs).await)
     }
 
+    /// Drops indexes a release no longer uses, given as `(collection, name)`;
+    /// one that does not exist is skipped. Run at start-up, after
+    /// [`Self::ensure_indexes`], so an upgraded store stops paying for them
+    /// on every write.
+    pub async fn drop_indexes(&self, retired: &[(&str, &str)]) -> StoreResult<()> {
+        for (collection, name) in retired {
+            check_field(collection)?;
+            check_field(name)?;
+        }
+        dispatch!(&self.backend, s => s.drop_indexes(retired).await)
+    }
+
     /// Round-trip latency to the store, or why it is unusable.
     pub async fn check_health(&self) -> StoreResult<Duration> {
         let started = Instant::now();
@@ -143,9 +162,22 @@ impl Database {
         Ok(started.elapsed())
     }
 
-    /// Store statistics (collections, documents, sizes) as the engine reports them.
+    /// Store statistics (collections, documents, sizes) as the engine
+    /// reports them, with `transaction_reruns`.
     pub async fn stats(&self) -> StoreResult<Value> {
-        dispatch!(&self.backend, s => s.stats().await)
+        let mut stats = dispatch!(&self.backend, s => s.stats().await)?;
+        if let Value::Object(fields) = &mut stats {
+            fields.insert("transaction_reruns".to_owned(), self.reruns().into());
+        }
+        Ok(stats)
+    }
+
+    /// How many transactions were run again after a write conflict (or an
+    /// unknown commit result) since the store was opened: what contention
+    /// costs. The embedded store runs transactions one at a time, so there
+    /// it stays at 0.
+    pub fn reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
     }
 
     /// Connection-pool statistics (MongoDB only).
@@ -301,6 +333,7 @@ impl Database {
                 }
             };
             if retry {
+                self.reruns.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(attempt, "transaction conflicted, running it again");
                 tokio::time::sleep(conflict_backoff(attempt)).await;
             }

@@ -5,6 +5,8 @@
 //! before) that position, so page 10 000 costs what page 1 costs, and
 //! documents inserted meanwhile cause neither gaps nor duplicates.
 
+use std::cmp::Ordering;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
@@ -167,6 +169,30 @@ pub async fn paginate(
     direction: Direction,
     query: &PageQuery,
 ) -> StoreResult<Connection<Document>> {
+    paginate_union(
+        db,
+        collection,
+        std::slice::from_ref(filter),
+        sort_field,
+        direction,
+        query,
+    )
+    .await
+}
+
+/// [`paginate`] over the documents matching any of `filters`: one keyset
+/// read per filter, each as long as the page, merged by position. A page
+/// still costs the same at any depth, and each filter can be served by an
+/// index of its own (a user's wallets, the sender and the recipient of a
+/// transfer) where one index over all of them would cost every write.
+pub async fn paginate_union(
+    db: &Database,
+    collection: &str,
+    filters: &[Filter],
+    sort_field: &str,
+    direction: Direction,
+    query: &PageQuery,
+) -> StoreResult<Connection<Document>> {
     let read_direction = if query.backward {
         direction.reverse()
     } else {
@@ -174,16 +200,28 @@ pub async fn paginate(
     };
     let mut options = FindOptions::sorted(sort_field, read_direction).limit(query.size + 1);
     options.after = query.from.clone();
-    let mut docs = db.find(collection, filter, &options).await?;
-    let more = docs.len() > query.size;
-    docs.truncate(query.size);
-    if query.backward {
-        docs.reverse();
+    let mut keyed = Vec::new();
+    for filter in filters {
+        for doc in db.find(collection, filter, &options).await? {
+            keyed.push((sort_key(&doc, sort_field), doc));
+        }
     }
-    let edges: Vec<Edge<Document>> = docs
+    if filters.len() > 1 {
+        keyed.sort_by(|(a, _), (b, _)| match read_direction {
+            Direction::Asc => compare_keys(a, b),
+            Direction::Desc => compare_keys(b, a),
+        });
+        keyed.dedup_by(|(a, _), (b, _)| a.id == b.id);
+    }
+    let more = keyed.len() > query.size;
+    keyed.truncate(query.size);
+    if query.backward {
+        keyed.reverse();
+    }
+    let edges: Vec<Edge<Document>> = keyed
         .into_iter()
-        .map(|doc| Edge {
-            cursor: encode_cursor(&sort_key(&doc, sort_field)),
+        .map(|(key, doc)| Edge {
+            cursor: encode_cursor(&key),
             node: doc,
         })
         .collect();
@@ -201,6 +239,30 @@ pub async fn paginate(
         },
         edges,
     })
+}
+
+/// Two positions in ascending order, as the stores order them: missing
+/// values first, then numbers, then strings; ties broken by id.
+fn compare_keys(a: &SortKey, b: &SortKey) -> Ordering {
+    fn rank(value: &Value) -> u8 {
+        match value {
+            Value::Number(_) => 1,
+            Value::String(_) => 2,
+            _ => 0,
+        }
+    }
+    let values = match (&a.value, &b.value) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => x
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                .total_cmp(&y.as_f64().unwrap_or(f64::NAN)),
+        },
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (x, y) => rank(x).cmp(&rank(y)),
+    };
+    values.then_with(|| a.id.cmp(&b.id))
 }
 
 /// The position of `doc` in a listing by `sort_field`.

@@ -1,6 +1,5 @@
 //! The checks themselves, written once for both engines.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +9,11 @@ use service_core::db::{
 };
 
 use crate::harness::{Engine, TestDb};
+
+mod indexes;
+mod pagination;
+pub(crate) use indexes::*;
+pub(crate) use pagination::*;
 
 fn doc(value: Value) -> Document {
     value.as_object().cloned().expect("an object")
@@ -305,120 +309,6 @@ pub(crate) async fn write_conflicts_are_retried_transparently(db: &TestDb) {
     }
     let value = db.get("counters", "c").await.unwrap().unwrap()["value"].clone();
     assert_eq!(value, json!(writers));
-}
-
-/// Walks every page in one direction and returns the ids in the order
-/// visited: listing order forward, reverse listing order backward.
-async fn walk(
-    db: &TestDb,
-    backward: bool,
-    mut between_pages: impl FnMut(usize) -> Option<Document>,
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    for page_number in 0.. {
-        let args = if backward {
-            PageArgs {
-                last: Some(37),
-                before: cursor.clone(),
-                ..PageArgs::default()
-            }
-        } else {
-            PageArgs::forward(Some(37), cursor.clone())
-        };
-        let query = args.validate().unwrap();
-        let page = service_core::db::paginate(
-            db,
-            "items",
-            &Filter::all().eq("kind", "x"),
-            "seq",
-            Direction::Desc,
-            &query,
-        )
-        .await
-        .unwrap();
-        let mut page_ids: Vec<String> = page
-            .edges
-            .iter()
-            .map(|e| e.node["_id"].as_str().unwrap().to_owned())
-            .collect();
-        if backward {
-            page_ids.reverse();
-        }
-        ids.extend(page_ids);
-        if let Some(extra) = between_pages(page_number) {
-            db.insert("items", extra).await.unwrap();
-        }
-        let (more, next) = if backward {
-            (
-                page.page_info.has_previous_page,
-                page.page_info.start_cursor,
-            )
-        } else {
-            (page.page_info.has_next_page, page.page_info.end_cursor)
-        };
-        if !more {
-            break;
-        }
-        cursor = next;
-    }
-    ids
-}
-
-pub(crate) async fn pagination_has_no_gaps_or_duplicates_while_inserting(db: &TestDb) {
-    db.ensure_indexes(&[IndexSpec::new("items", "items_kind_seq", &["kind", "seq"])])
-        .await
-        .unwrap();
-    const N: usize = 1_000;
-    // Three documents share each `seq`, so the id must break ties.
-    db.transaction(|tx| {
-        Box::pin(async move {
-            for i in 0..N {
-                tx.insert(
-                    "items",
-                    doc(json!({"_id": format!("i{i:04}"), "kind": "x", "seq": (i / 3) as i64})),
-                )
-                .await?;
-            }
-            Ok::<_, StoreError>(())
-        })
-    })
-    .await
-    .unwrap();
-    let original: BTreeSet<String> = (0..N).map(|i| format!("i{i:04}")).collect();
-
-    // Newest first; documents inserted while paging are newer than
-    // everything, so they land before the walk's start: no duplicates, no gaps.
-    let forward = walk(db, false, |page| {
-        Some(doc(
-            json!({"_id": format!("new{page:03}"), "kind": "x", "seq": 10_000 + page as i64}),
-        ))
-    })
-    .await;
-    let unique: BTreeSet<String> = forward.iter().cloned().collect();
-    assert_eq!(unique.len(), forward.len(), "a document was listed twice");
-    assert_eq!(
-        unique, original,
-        "the forward walk missed or added documents"
-    );
-
-    // Backward from the oldest reaches everything, the new ones included.
-    let backward = walk(db, true, |_| None).await;
-    let expected = db
-        .count("items", &Filter::all().eq("kind", "x"))
-        .await
-        .unwrap();
-    let unique: BTreeSet<String> = backward.iter().cloned().collect();
-    assert_eq!(unique.len(), backward.len());
-    assert_eq!(unique.len() as u64, expected);
-    assert!(unique.is_superset(&original));
-    // Walking backward visits the original set in exactly the reverse order.
-    let mut backward_original: Vec<String> = backward
-        .into_iter()
-        .filter(|id| original.contains(id))
-        .collect();
-    backward_original.reverse();
-    assert_eq!(backward_original, forward);
 }
 
 pub(crate) async fn insert_by_key_is_idempotent(db: &TestDb) {

@@ -38,6 +38,8 @@ conformance!(
     concurrent_conditional_debits_never_overdraw,
     write_conflicts_are_retried_transparently,
     pagination_has_no_gaps_or_duplicates_while_inserting,
+    union_pagination_merges_its_filters_in_order,
+    retired_indexes_are_dropped_and_missing_ones_skipped,
     insert_by_key_is_idempotent,
     updates_return_the_document_after_the_change,
     filters_mean_the_same_on_every_engine,

@@ -228,6 +228,15 @@ impl EmbeddedStore {
         tx.commit().await
     }
 
+    /// Drops the named indexes where they exist, in one transaction.
+    pub(crate) async fn drop_indexes(&self, retired: &[(&str, &str)]) -> StoreResult<()> {
+        let tx = self.begin().await?;
+        for (collection, name) in retired {
+            ops::drop_index(tx.live()?, collection, name)?;
+        }
+        tx.commit().await
+    }
+
     /// Answers a trivial query.
     pub(crate) async fn health(&self) -> StoreResult<()> {
         self.read(ops::ping)

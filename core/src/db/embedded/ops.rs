@@ -204,6 +204,12 @@ pub(super) fn create_index(conn: &Connection, spec: &IndexSpec) -> StoreResult<(
     }
 }
 
+/// Drops the index `name` of `collection` if it exists.
+pub(super) fn drop_index(conn: &Connection, collection: &str, name: &str) -> StoreResult<()> {
+    conn.execute_batch(&sql::drop_index(collection, name))
+        .map_err(|err| store_error(err, collection))
+}
+
 /// A trivial query: the file is open and readable.
 pub(super) fn ping(conn: &Connection) -> StoreResult<()> {
     conn.prepare_cached("SELECT 1")

@@ -305,7 +305,19 @@ pub(super) fn create_table(collection: &str) -> String {
 /// The index's SQLite name: unique in the file, and it carries the spec's
 /// name so a unique violation can be reported under it.
 pub(super) fn index_name(spec: &IndexSpec) -> String {
-    format!("{}__{}", spec.collection, spec.name)
+    sqlite_index_name(&spec.collection, &spec.name)
+}
+
+fn sqlite_index_name(collection: &str, name: &str) -> String {
+    format!("{collection}__{name}")
+}
+
+/// `DROP INDEX` for the index `name` of `collection`, if it exists.
+pub(super) fn drop_index(collection: &str, name: &str) -> String {
+    format!(
+        "DROP INDEX IF EXISTS \"{}\"",
+        sqlite_index_name(collection, name)
+    )
 }
 
 /// The spec name inside an index name made by [`index_name`].

@@ -17,6 +17,16 @@ const DUPLICATE_KEY: i32 = 11000;
 /// A concurrent transaction changed the document first.
 const WRITE_CONFLICT: i32 = 112;
 
+/// The collection does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+/// The collection has no index of that name.
+const INDEX_NOT_FOUND: i32 = 27;
+
+/// Whether `err` says there was nothing to drop.
+pub(super) fn is_missing_index(err: &Error) -> bool {
+    matches!(code(err), Some(NAMESPACE_NOT_FOUND | INDEX_NOT_FOUND))
+}
+
 /// The server's error code, wherever in the error it sits.
 fn code(err: &Error) -> Option<i32> {
     let own = match err.kind.as_ref() {

@@ -279,6 +279,20 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Drops the named indexes where they exist.
+    pub(crate) async fn drop_indexes(&self, retired: &[(&str, &str)]) -> StoreResult<()> {
+        for (collection, name) in retired {
+            let _permit = self.shared.gate.enter().await?;
+            match self.shared.collection(collection).drop_index(*name).await {
+                Err(err) if !errors::is_missing_index(&err) => {
+                    return Err(errors::store_error(collection, &err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the server answers a ping.
     pub(crate) async fn health(&self) -> StoreResult<()> {
         let _permit = self.shared.gate.enter().await?;
