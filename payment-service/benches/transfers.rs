@@ -24,7 +24,12 @@ use service_core::db::{Database, DbConfig, Filter, FindOptions, NamingStrategy, 
 use service_core::events::OutboxWaker;
 use service_core::{Principal, RequestContext, RequestId};
 
-const TASKS: usize = 16;
+fn tasks() -> usize {
+    std::env::var("TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
 const START: i64 = 1_000_000_000;
 
 fn ctx(
@@ -76,9 +81,7 @@ async fn scenario(name: &'static str, wallets: usize, transfers: usize) -> Outco
         pool: PoolSettings::default(),
     };
     let db = Arc::new(Database::open(&config).await.unwrap());
-    db.ensure_indexes(&payment_service::store::indexes())
-        .await
-        .unwrap();
+    payment_service::store::prepare(&db).await.unwrap();
     let service = PaymentService::new(
         db.clone(),
         Arc::new(LayeredCache::l1_only(CacheConfig::default())),
@@ -114,13 +117,13 @@ async fn scenario(name: &'static str, wallets: usize, transfers: usize) -> Outco
     let counts_before = commit_counts(&db).await;
     let started = Instant::now();
     let mut handles = Vec::new();
-    for task in 0..TASKS {
+    for task in 0..tasks() {
         let (service, users, access) = (service.clone(), users.clone(), access.clone());
         handles.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(task as u64);
-            let mut latencies = Vec::with_capacity(transfers / TASKS);
+            let mut latencies = Vec::with_capacity(transfers / tasks());
             let (mut ok, mut refused) = (0, 0);
-            for _ in 0..transfers / TASKS {
+            for _ in 0..transfers / tasks() {
                 let from = rng.gen_range(0..users.len());
                 let mut to = rng.gen_range(0..users.len() - 1);
                 if to >= from {
@@ -227,7 +230,8 @@ fn main() {
         ]
     });
     println!(
-        "\nTransfers at the service level, embedded store, {TASKS} tasks, {} CPUs, idempotency key on every transfer\n",
+        "\nTransfers at the service level, embedded store, {} tasks, {} CPUs, idempotency key on every transfer\n",
+        tasks(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(

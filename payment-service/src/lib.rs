@@ -37,7 +37,7 @@ pub async fn reconcile_once(
 ) -> Result<domain::ReconciliationReport, Box<dyn std::error::Error + Send + Sync>> {
     use std::sync::Arc;
     let db = Arc::new(service_core::db::Database::open(&settings.db).await?);
-    db.ensure_indexes(&store::indexes()).await?;
+    store::prepare(&db).await?;
     let cache = Arc::new(service_core::cache::LayeredCache::l1_only(
         service_core::cache::CacheConfig::default(),
     ));

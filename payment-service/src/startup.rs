@@ -121,7 +121,7 @@ impl Application {
         let mut runtime = ServiceRuntime::new(SERVICE, settings.common.clone())?;
         let background = CancellationToken::new();
         let db = Arc::new(Database::open(&settings.db).await?);
-        db.ensure_indexes(&crate::store::indexes()).await?;
+        crate::store::prepare(&db).await?;
         let bus = EventBus::for_service(
             bus.as_ref(),
             settings.redis.state.as_ref(),

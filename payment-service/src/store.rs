@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use service_core::db::{Entity, IndexSpec};
+use service_core::db::{Database, Entity, IndexSpec, StoreResult};
 
 /// One wallet per user and currency.
 pub const WALLETS: &str = "wallets";
@@ -257,7 +257,6 @@ pub fn indexes() -> Vec<IndexSpec> {
     let mut specs = vec![
         IndexSpec::new(WALLETS, "wallets_user_currency", &["userId", "currency"]).unique(),
         IndexSpec::new(TRANSACTIONS, "transactions_wallet", &["walletId", "_id"]),
-        IndexSpec::new(TRANSACTIONS, "transactions_user", &["userId", "_id"]),
         IndexSpec::new(TRANSFERS, "transfers_from", &["fromUserId", "_id"]),
         IndexSpec::new(TRANSFERS, "transfers_to", &["toUserId", "_id"]),
         IndexSpec::new(WITHDRAWALS, "withdrawals_pending", &["status", "staleAt"]),
@@ -265,4 +264,16 @@ pub fn indexes() -> Vec<IndexSpec> {
     ];
     specs.extend(service_core::events::Outbox::indexes());
     specs
+}
+
+/// Indexes earlier releases created and this one no longer reads. The
+/// ledger by user: a user's listing merges their wallets' listings, so each
+/// movement writes one ledger index entry fewer.
+const RETIRED_INDEXES: &[(&str, &str)] = &[(TRANSACTIONS, "transactions_user")];
+
+/// Brings the store's indexes to what this release uses: creates the
+/// missing ones and drops the retired ones. Run at start-up.
+pub async fn prepare(db: &Database) -> StoreResult<()> {
+    db.ensure_indexes(&indexes()).await?;
+    db.drop_indexes(RETIRED_INDEXES).await
 }

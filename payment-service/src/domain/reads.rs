@@ -3,8 +3,8 @@
 
 use service_core::access_engine::Resource;
 use service_core::db::{
-    decode_cursor, encode_cursor, from_document, paginate, Connection, Direction, Edge, Filter,
-    FindOptions, PageArgs, PageInfo, SortKey, ID,
+    from_document, paginate_union, Connection, Direction, Filter, FindOptions, PageArgs, PageQuery,
+    ID,
 };
 use service_core::{ApiError, ApiResult, RequestContext};
 
@@ -35,7 +35,7 @@ fn owned_by<'a>(id: &'a str, owner: &'a str, tenant: &'a str) -> Resource<'a> {
 impl PaymentService {
     /// A wallet by id, from the cache when there (the database is the
     /// truth: the cache only ever holds what a commit wrote).
-    async fn load_wallet(&self, id: &str) -> ApiResult<Option<Wallet>> {
+    pub(super) async fn load_wallet(&self, id: &str) -> ApiResult<Option<Wallet>> {
         let key = Self::cache_key(id);
         if let Some(wallet) = self.inner.cache.get::<Wallet>(&key).await {
             return Ok(Some(wallet));
@@ -103,7 +103,10 @@ impl PaymentService {
     }
 
     /// Ledger entries, newest first: of `wallet_id` when given (readable by
-    /// the caller), else of all the caller's wallets.
+    /// the caller), else of all the caller's wallets. The ledger is indexed
+    /// by wallet only (one index entry fewer per movement); a user's listing
+    /// merges the listings of their wallets, of which there is one per
+    /// currency.
     pub async fn transactions(
         &self,
         ctx: &RequestContext,
@@ -112,27 +115,15 @@ impl PaymentService {
     ) -> ApiResult<Page<LedgerEntry>> {
         let user = ctx.user()?;
         let query = args.validate()?;
-        let filter = match wallet_id {
-            Some(id) => {
-                let wallet = self.wallet(ctx, id).await?;
-                Filter::all().eq("walletId", wallet.id)
-            }
-            None => Filter::all().eq("userId", user.user_id.as_str()),
+        let wallets = match wallet_id {
+            Some(id) => vec![self.wallet(ctx, id).await?],
+            None => self.wallets_of_user(&user.user_id).await?,
         };
-        let page = paginate(
-            &self.inner.db,
-            TRANSACTIONS,
-            &filter,
-            ID,
-            Direction::Desc,
-            &query,
-        )
-        .await?;
-        let total_count = self.inner.db.count(TRANSACTIONS, &filter).await?;
-        Ok(Page {
-            connection: page.try_map(from_document)?,
-            total_count,
-        })
+        let filters: Vec<Filter> = wallets
+            .into_iter()
+            .map(|wallet| Filter::all().eq("walletId", wallet.id))
+            .collect();
+        self.newest_first(TRANSACTIONS, &filters, &query).await
     }
 
     /// A ledger entry the caller may read.
@@ -177,61 +168,36 @@ impl PaymentService {
         Ok((party || any).then_some(transfer))
     }
 
-    /// The caller's transfers, sent or received, newest first. Two keyset
-    /// reads (sent, received) merged by id, so a page costs the same at any
-    /// depth; a cursor is a transfer's position in that merged order.
+    /// The caller's transfers, sent or received, newest first: the sent
+    /// and the received listings merged.
     pub async fn transfers(&self, ctx: &RequestContext, args: PageArgs) -> ApiResult<TransferPage> {
         let caller = ctx.user()?;
-        if args.last.is_some() || args.before.is_some() {
-            return Err(ApiError::validation("last", "transfers page forward only"));
+        let query = args.validate()?;
+        let filters = [
+            Filter::all().eq("fromUserId", caller.user_id.as_str()),
+            Filter::all().eq("toUserId", caller.user_id.as_str()),
+        ];
+        self.newest_first(TRANSFERS, &filters, &query).await
+    }
+
+    /// One page of the documents matching any of `filters`, newest first,
+    /// with the size of the whole listing. The filters never overlap here
+    /// (a wallet has one owner; self-transfers are refused), so the total is
+    /// the sum of their counts.
+    async fn newest_first<T: serde::de::DeserializeOwned>(
+        &self,
+        collection: &str,
+        filters: &[Filter],
+        query: &PageQuery,
+    ) -> ApiResult<Page<T>> {
+        let db = &self.inner.db;
+        let page = paginate_union(db, collection, filters, ID, Direction::Desc, query).await?;
+        let mut total_count = 0;
+        for filter in filters {
+            total_count += db.count(collection, filter).await?;
         }
-        args.validate()?;
-        let size = match args.first {
-            None => service_core::db::DEFAULT_PAGE_SIZE,
-            Some(n) => usize::try_from(n).unwrap_or(0),
-        };
-        let after = match args.after.as_deref() {
-            Some(c) => Some(
-                decode_cursor(c).ok_or_else(|| ApiError::validation("after", "invalid cursor"))?,
-            ),
-            None => None,
-        };
-        let mut options = FindOptions::sorted(ID, Direction::Desc).limit(size + 1);
-        options.after = after.clone();
-        let sent = Filter::all().eq("fromUserId", caller.user_id.as_str());
-        let received = Filter::all().eq("toUserId", caller.user_id.as_str());
-        let mut docs = self.inner.db.find(TRANSFERS, &sent, &options).await?;
-        docs.extend(self.inner.db.find(TRANSFERS, &received, &options).await?);
-        let mut transfers: Vec<Transfer> = docs
-            .into_iter()
-            .map(from_document)
-            .collect::<Result<_, _>>()?;
-        transfers.sort_by(|a, b| b.id.cmp(&a.id));
-        transfers.dedup_by(|a, b| a.id == b.id);
-        let more = transfers.len() > size;
-        transfers.truncate(size);
-        let edges: Vec<Edge<Transfer>> = transfers
-            .into_iter()
-            .map(|t| Edge {
-                cursor: encode_cursor(&SortKey {
-                    value: serde_json::Value::String(t.id.clone()),
-                    id: t.id.clone(),
-                }),
-                node: t,
-            })
-            .collect();
-        let total_count = self.inner.db.count(TRANSFERS, &sent).await?
-            + self.inner.db.count(TRANSFERS, &received).await?;
         Ok(Page {
-            connection: Connection {
-                page_info: PageInfo {
-                    has_next_page: more,
-                    has_previous_page: after.is_some(),
-                    start_cursor: edges.first().map(|e| e.cursor.clone()),
-                    end_cursor: edges.last().map(|e| e.cursor.clone()),
-                },
-                edges,
-            },
+            connection: page.try_map(from_document)?,
             total_count,
         })
     }

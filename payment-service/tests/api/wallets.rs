@@ -340,3 +340,41 @@ async fn wallet_updates_travel_over_websocket_with_the_token_in_connection_init(
     assert_eq!(message["payload"]["data"]["walletUpdated"]["balance"], 42);
     socket.close(None).await.ok();
 }
+
+#[tokio::test]
+async fn a_users_ledger_merges_their_wallets_newest_first() {
+    let app = spawn_app().await;
+    let alice = app.user().await;
+    let eur = app.wallet(&alice, "EUR").await;
+    let usd = app.wallet(&alice, "USD").await;
+    // Deposits alternate between the two wallets; the amount names each.
+    for amount in 1..=5 {
+        let wallet = if amount % 2 == 1 { &eur } else { &usd };
+        app.deposit(wallet, amount).await;
+    }
+    let query = "query($after: String) { transactions(first: 2, after: $after) { totalCount edges { cursor node { amount walletId } } pageInfo { hasNextPage endCursor } } }";
+    let mut amounts = Vec::new();
+    let mut after = serde_json::Value::Null;
+    loop {
+        let body = app
+            .gql(query, json!({ "after": after }), Some(&alice.token))
+            .await;
+        let page = &body["data"]["transactions"];
+        assert_eq!(page["totalCount"], 5, "{body}");
+        assert!(page["edges"].as_array().unwrap().len() <= 2, "{body}");
+        for edge in page["edges"].as_array().unwrap() {
+            let expected = if edge["node"]["amount"].as_i64().unwrap() % 2 == 1 {
+                &eur
+            } else {
+                &usd
+            };
+            assert_eq!(edge["node"]["walletId"], expected.as_str(), "{body}");
+            amounts.push(edge["node"]["amount"].as_i64().unwrap());
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(amounts, [5, 4, 3, 2, 1]);
+}
