@@ -48,6 +48,11 @@ impl PaymentService {
         tenant_id: &str,
         request: &BonusPaymentRequested,
     ) -> Result<BonusOutcome, ApiError> {
+        let turn = self
+            .inner
+            .gate
+            .enter(&[(&request.user_id, &request.currency)])
+            .await;
         let outcome = self
             .run_tx(|tx| {
                 Box::pin(async move {
@@ -94,6 +99,7 @@ impl PaymentService {
                 })
             })
             .await?;
+        drop(turn);
         let (settled, wallet, replayed) = outcome;
         self.committed(wallet.as_slice()).await;
         Ok(BonusOutcome { settled, replayed })

@@ -8,6 +8,7 @@
 //! outbox relay is woken.
 
 mod bonus;
+mod gate;
 pub mod idempotency;
 mod ledger;
 pub mod money;
@@ -122,6 +123,8 @@ struct Inner {
     /// subscriptions of every instance.
     updates: LiveFeed<WalletUpdated>,
     metrics: Option<reconcile::ReconcileMetrics>,
+    /// Queues money transactions per wallet on MongoDB.
+    gate: gate::WalletGate,
 }
 
 /// Most ids remembered in memory before the set starts over.
@@ -144,8 +147,10 @@ impl PaymentService {
         payouts: PayoutGateway,
         policy: PaymentPolicy,
     ) -> Self {
+        let gate = gate::WalletGate::new(db.engine() == "mongodb");
         Self {
             inner: Arc::new(Inner {
+                gate,
                 db,
                 cache,
                 outbox,

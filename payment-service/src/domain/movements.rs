@@ -116,6 +116,19 @@ impl PaymentService {
             ],
         )?;
         let ttl = self.inner.policy.idempotency_ttl;
+        // The owner and currency of a wallet never change, so a cached copy
+        // names the right turn; a missing wallet is reported by the
+        // transaction.
+        let owner = if self.inner.gate.queues() {
+            self.load_wallet(&cmd.wallet_id).await?
+        } else {
+            None
+        };
+        let wallets: Vec<(&str, &str)> = owner
+            .iter()
+            .map(|w| (w.user_id.as_str(), w.currency.as_str()))
+            .collect();
+        let turn = self.inner.gate.enter(&wallets).await;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key) = (&cmd, &key);
@@ -172,6 +185,7 @@ impl PaymentService {
                 })
             })
             .await?;
+        drop(turn);
         match outcome {
             Ok((wallet, entry)) => {
                 self.committed(std::slice::from_ref(&wallet)).await;
@@ -237,6 +251,12 @@ impl PaymentService {
             ],
         )?;
         let ttl = self.inner.policy.idempotency_ttl;
+        let currency = cmd.currency.as_str();
+        let turn = self
+            .inner
+            .gate
+            .enter(&[(&caller.user_id, currency), (&cmd.to_user_id, currency)])
+            .await;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key, caller, recipient_tenant) = (&cmd, &key, &caller, &recipient_tenant);
@@ -340,6 +360,7 @@ impl PaymentService {
                 })
             })
             .await?;
+        drop(turn);
         match outcome {
             Ok((transfer, wallets)) => {
                 self.committed(&wallets).await;

@@ -77,6 +77,11 @@ impl PaymentService {
         )?;
         let ttl = self.inner.policy.idempotency_ttl;
         let lease = millis(self.inner.policy.withdrawal_lease);
+        let turn = self
+            .inner
+            .gate
+            .enter(&[(&wallet.user_id, &wallet.currency)])
+            .await;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key) = (&cmd, &key);
@@ -146,6 +151,7 @@ impl PaymentService {
                 })
             })
             .await?;
+        drop(turn);
         let (wallet, withdrawal, entry) = match outcome {
             Ok(locked) => locked,
             Err(stored) => return self.replayed_withdrawal(stored).await,
@@ -239,6 +245,11 @@ impl PaymentService {
         withdrawal: &Withdrawal,
         paid: Result<PayoutReceipt, PayoutError>,
     ) -> ApiResult<()> {
+        let turn = self
+            .inner
+            .gate
+            .enter(&[(&withdrawal.user_id, &withdrawal.currency)])
+            .await;
         let settled = self
             .run_tx(|tx| {
                 let paid = &paid;
@@ -331,6 +342,7 @@ impl PaymentService {
                 })
             })
             .await?;
+        drop(turn);
         if let Some(wallet) = settled {
             self.committed(std::slice::from_ref(&wallet)).await;
         }

@@ -2,12 +2,17 @@
 
 use std::sync::Arc;
 
-use payment_service::domain::{Amount, Currency, TransferCommand, WalletCommand};
+use payment_service::domain::{
+    Amount, Currency, PaymentPolicy, PayoutGateway, TransferCommand, WalletCommand,
+};
+use payment_service::PaymentService;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use service_core::cache::{CacheConfig, LayeredCache};
 use service_core::codes as core_codes;
+use service_core::events::OutboxWaker;
 
-use crate::helpers::{context, spawn_app, spawn_app_on_mongo, TestApp};
+use crate::helpers::{context, spawn_app, spawn_app_on_mongo, TestApp, TENANT};
 use crate::invariants::{check, Expected};
 
 const START: i64 = 10_000;
@@ -143,9 +148,26 @@ async fn first_receipts_race(app: TestApp, senders: usize) {
             .unwrap();
         users.push(user.id);
     }
+    // Two instances of the service on one store: each queues its own
+    // requests per wallet, so only across instances do the creations race.
+    let other = PaymentService::new(
+        app.service.db().clone(),
+        Arc::new(LayeredCache::l1_only(CacheConfig::default())),
+        OutboxWaker::default(),
+        PayoutGateway::manual(),
+        PaymentPolicy::default(),
+    );
+    for user in users.iter().chain([&recipient.id]) {
+        other.remember_user(user, TENANT, "test").await;
+    }
     let mut handles = Vec::new();
-    for user in users {
-        let (service, to) = (app.service.clone(), recipient.id.clone());
+    for (i, user) in users.into_iter().enumerate() {
+        let service = if i % 2 == 0 {
+            app.service.clone()
+        } else {
+            other.clone()
+        };
+        let to = recipient.id.clone();
         handles.push(tokio::spawn(async move {
             service
                 .transfer(
@@ -190,4 +212,82 @@ async fn concurrent_first_receipts_create_one_wallet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_receipts_create_one_wallet_on_the_mongodb_wire_server() {
     first_receipts_race(spawn_app_on_mongo().await, 4).await;
+}
+
+/// Transfers back and forth between two wallets from many tasks at once: on
+/// MongoDB each would conflict with the others and be run again (or, past
+/// the retry budget, refused); the service queues them per wallet instead,
+/// so none is run twice and every one goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contended_transfers_queue_per_wallet_on_the_mongodb_wire_server() {
+    let app = spawn_app_on_mongo().await;
+    let currency = Currency::parse("EUR").unwrap();
+    let admin = context("admin", &["admin"]);
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        let user = app.user().await;
+        let wallet = app
+            .service
+            .create_wallet(&context(&user.id, &["user"]), currency)
+            .await
+            .unwrap();
+        app.service
+            .deposit(
+                &admin,
+                WalletCommand {
+                    wallet_id: wallet.id,
+                    amount: Amount::positive(1_000).unwrap(),
+                    idempotency_key: None,
+                    description: None,
+                },
+            )
+            .await
+            .unwrap();
+        users.push(user.id);
+    }
+    let reruns_before = app.service.db().reruns();
+    let (tasks, per_task) = (8, 4);
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let service = app.service.clone();
+        let (from, to) = if task % 2 == 0 {
+            (users[0].clone(), users[1].clone())
+        } else {
+            (users[1].clone(), users[0].clone())
+        };
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                service
+                    .transfer(
+                        &context(&from, &["user"]),
+                        TransferCommand {
+                            to_user_id: to.clone(),
+                            amount: Amount::positive(10).unwrap(),
+                            currency,
+                            idempotency_key: None,
+                            description: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(
+        app.service.db().reruns(),
+        reruns_before,
+        "transfers on the same wallets conflicted inside one instance"
+    );
+    check(
+        &app,
+        &Expected {
+            total: 2_000,
+            completed: tasks * per_task,
+            other_entries: 2,
+        },
+    )
+    .await;
 }
