@@ -26,6 +26,21 @@ pub(crate) struct Caller {
     pub(crate) authorization: Option<String>,
 }
 
+impl Caller {
+    /// The verified bearer token, when there is one.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.authorization.as_deref().and_then(bearer)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: &str) -> Option<&str> {
+    header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Verifies the request's bearer token, if any.
 pub(crate) fn authenticate(
     verifier: Option<&TokenVerifier>,
@@ -39,11 +54,7 @@ pub(crate) fn authenticate(
     };
     let invalid = || ApiError::new(codes::AUTH_INVALID_TOKEN, "Invalid access token");
     let raw = value.to_str().map_err(|_| Box::new(invalid()))?;
-    let token = raw
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Box::new(invalid()))?;
+    let token = bearer(raw).ok_or_else(|| Box::new(invalid()))?;
     let verifier = verifier.ok_or_else(|| Box::new(invalid()))?;
     let claims = verifier
         .verify(token)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use serde_json::{json, Value};
 
 /// A signed-in user as the tests hold it.
@@ -23,18 +23,14 @@ pub struct Session {
 
 impl Session {
     fn from_payload(payload: &Value, password: &str) -> anyhow::Result<Self> {
-        let text = |value: &Value| -> anyhow::Result<String> {
-            value
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow!("missing field in AuthPayload {payload}"))
-        };
+        let field =
+            |value: &Value| text(value).with_context(|| format!("in AuthPayload {payload}"));
         Ok(Self {
-            id: text(&payload["user"]["id"])?,
-            email: text(&payload["user"]["email"])?,
+            id: field(&payload["user"]["id"])?,
+            email: field(&payload["user"]["email"])?,
             password: password.to_owned(),
-            access_token: text(&payload["accessToken"])?,
-            refresh_token: text(&payload["refreshToken"])?,
+            access_token: field(&payload["accessToken"])?,
+            refresh_token: field(&payload["refreshToken"])?,
         })
     }
 }

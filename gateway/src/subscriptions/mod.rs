@@ -246,13 +246,7 @@ impl Running {
     /// session was revoked (logout, password change, refresh-token reuse).
     /// Never, for an anonymous caller.
     async fn credential_ended(&self) -> TokenError {
-        let token = self
-            .caller
-            .authorization
-            .as_deref()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        match (self.gateway.inner.verifier.as_deref(), token) {
+        match (self.gateway.inner.verifier.as_deref(), self.caller.token()) {
             (Some(verifier), Some(token)) => verifier.until_invalid(token).await,
             _ => std::future::pending().await,
         }
