@@ -17,29 +17,30 @@ use crate::invariants::{check, Expected};
 
 const START: i64 = 10_000;
 
-async fn run(app: TestApp, wallets: usize, transfers: usize, tasks: usize) {
-    let currency = Currency::parse("EUR").unwrap();
+/// `n` new users, each with a EUR wallet holding `amount`; their ids.
+async fn funded_users(app: &TestApp, n: usize, amount: i64) -> Vec<String> {
+    let eur = Currency::parse("EUR").unwrap();
+    let admin = context("admin", &["admin"]);
     let mut users = Vec::new();
-    for _ in 0..wallets {
+    for _ in 0..n {
         let user = app.user().await;
         let ctx = context(&user.id, &["user"]);
-        let wallet = app.service.create_wallet(&ctx, currency).await.unwrap();
-        let admin = context("admin", &["admin"]);
-        app.service
-            .deposit(
-                &admin,
-                WalletCommand {
-                    wallet_id: wallet.id.clone(),
-                    amount: Amount::positive(START).unwrap(),
-                    idempotency_key: None,
-                    description: None,
-                },
-            )
-            .await
-            .unwrap();
+        let wallet = app.service.create_wallet(&ctx, eur).await.unwrap();
+        let deposit = WalletCommand {
+            wallet_id: wallet.id,
+            amount: Amount::positive(amount).unwrap(),
+            idempotency_key: None,
+            description: None,
+        };
+        app.service.deposit(&admin, deposit).await.unwrap();
         users.push(user.id);
     }
-    let users = Arc::new(users);
+    users
+}
+
+async fn run(app: TestApp, wallets: usize, transfers: usize, tasks: usize) {
+    let currency = Currency::parse("EUR").unwrap();
+    let users = Arc::new(funded_users(&app, wallets, START).await);
     let per_task = transfers / tasks;
     let mut handles = Vec::new();
     for task in 0..tasks {
@@ -125,29 +126,7 @@ async fn concurrent_transfers_keep_the_books_on_the_mongodb_wire_server() {
 async fn first_receipts_race(app: TestApp, senders: usize) {
     let currency = Currency::parse("EUR").unwrap();
     let recipient = app.user().await;
-    let admin = context("admin", &["admin"]);
-    let mut users = Vec::new();
-    for _ in 0..senders {
-        let user = app.user().await;
-        let wallet = app
-            .service
-            .create_wallet(&context(&user.id, &["user"]), currency)
-            .await
-            .unwrap();
-        app.service
-            .deposit(
-                &admin,
-                WalletCommand {
-                    wallet_id: wallet.id,
-                    amount: Amount::positive(100).unwrap(),
-                    idempotency_key: None,
-                    description: None,
-                },
-            )
-            .await
-            .unwrap();
-        users.push(user.id);
-    }
+    let users = funded_users(&app, senders, 100).await;
     // Two instances of the service on one store: each queues its own
     // requests per wallet, so only across instances do the creations race.
     let other = PaymentService::new(
@@ -222,29 +201,7 @@ async fn concurrent_first_receipts_create_one_wallet_on_the_mongodb_wire_server(
 async fn contended_transfers_queue_per_wallet_on_the_mongodb_wire_server() {
     let app = spawn_app_on_mongo().await;
     let currency = Currency::parse("EUR").unwrap();
-    let admin = context("admin", &["admin"]);
-    let mut users = Vec::new();
-    for _ in 0..2 {
-        let user = app.user().await;
-        let wallet = app
-            .service
-            .create_wallet(&context(&user.id, &["user"]), currency)
-            .await
-            .unwrap();
-        app.service
-            .deposit(
-                &admin,
-                WalletCommand {
-                    wallet_id: wallet.id,
-                    amount: Amount::positive(1_000).unwrap(),
-                    idempotency_key: None,
-                    description: None,
-                },
-            )
-            .await
-            .unwrap();
-        users.push(user.id);
-    }
+    let users = funded_users(&app, 2, 1_000).await;
     let reruns_before = app.service.db().reruns();
     let (tasks, per_task) = (8, 4);
     let mut handles = Vec::new();
