@@ -868,20 +868,23 @@ async fn next_error(socket: &mut Socket) -> Option<Value> {
     }
 }
 
-/// The coded error ending an SSE stream (a result of errors only, unlike an
-/// event whose entity fetch failed), which must then complete.
+/// The coded error ending an SSE stream: the last result before `complete`,
+/// which must be errors only. Events in flight may come before it, and
+/// after a revocation their entity fetches are refused too.
 async fn sse_error(stream: &mut EventStream) -> Value {
-    let error = loop {
-        let (event, data) = stream.next().await.expect("an error before the end");
-        assert_eq!(event, "next", "{data}");
-        if data["data"].is_null() && !data["errors"].is_null() {
-            break data["errors"][0].clone();
+    let mut last = None;
+    loop {
+        let (event, data) = stream.next().await.expect("complete after the error");
+        if event == "complete" {
+            break;
         }
-    };
-    let (event, _) = stream.next().await.expect("complete after the error");
-    assert_eq!(event, "complete");
+        assert_eq!(event, "next", "{data}");
+        last = Some(data);
+    }
     assert!(stream.next().await.is_none(), "the stream ended");
-    error
+    let last = last.expect("an error before the end");
+    assert!(last["data"].is_null(), "{last}");
+    last["errors"][0].clone()
 }
 
 #[tokio::test]
