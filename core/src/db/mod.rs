@@ -174,8 +174,8 @@ impl Database {
 
     /// How many transactions were run again after a write conflict (or an
     /// unknown commit result) since the store was opened: what contention
-    /// costs. The embedded store runs transactions one at a time, so there
-    /// it stays at 0.
+    /// costs on MongoDB. The embedded store runs a process's transactions
+    /// one at a time, so they do not conflict there.
     pub fn reruns(&self) -> u64 {
         self.reruns.load(Ordering::Relaxed)
     }

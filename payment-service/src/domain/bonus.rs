@@ -52,7 +52,7 @@ impl PaymentService {
             .inner
             .gate
             .enter(&[(&request.user_id, &request.currency)])
-            .await;
+            .await?;
         let outcome = self
             .run_tx(|tx| {
                 Box::pin(async move {

@@ -147,7 +147,7 @@ impl PaymentService {
         payouts: PayoutGateway,
         policy: PaymentPolicy,
     ) -> Self {
-        let gate = gate::WalletGate::new(db.engine() == "mongodb");
+        let gate = gate::WalletGate::new(db.engine() == "mongodb", gate::MAX_WAIT);
         Self {
             inner: Arc::new(Inner {
                 gate,

@@ -128,7 +128,7 @@ impl PaymentService {
             .iter()
             .map(|w| (w.user_id.as_str(), w.currency.as_str()))
             .collect();
-        let turn = self.inner.gate.enter(&wallets).await;
+        let turn = self.inner.gate.enter(&wallets).await?;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key) = (&cmd, &key);
@@ -256,7 +256,7 @@ impl PaymentService {
             .inner
             .gate
             .enter(&[(&caller.user_id, currency), (&cmd.to_user_id, currency)])
-            .await;
+            .await?;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key, caller, recipient_tenant) = (&cmd, &key, &caller, &recipient_tenant);

@@ -81,7 +81,7 @@ impl PaymentService {
             .inner
             .gate
             .enter(&[(&wallet.user_id, &wallet.currency)])
-            .await;
+            .await?;
         let outcome = self
             .run_tx(|tx| {
                 let (cmd, key) = (&cmd, &key);
@@ -249,7 +249,7 @@ impl PaymentService {
             .inner
             .gate
             .enter(&[(&withdrawal.user_id, &withdrawal.currency)])
-            .await;
+            .await?;
         let settled = self
             .run_tx(|tx| {
                 let paid = &paid;
