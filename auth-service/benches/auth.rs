@@ -105,6 +105,7 @@ async fn service(dir: &tempfile::TempDir) -> AuthService {
             tenant: "default".to_owned(),
             service: "auth".to_owned(),
             naming: NamingStrategy::PerService,
+            embedded: service_core::db::EmbeddedEngine::default(),
             pool: PoolSettings::default(),
         })
         .await

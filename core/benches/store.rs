@@ -48,6 +48,7 @@ async fn open(dir: &std::path::Path) -> Database {
         tenant: "default".to_owned(),
         service: "payment".to_owned(),
         naming: NamingStrategy::PerBrandService,
+        embedded: service_core::db::EmbeddedEngine::default(),
         pool: PoolSettings::default(),
     };
     let db = Database::open(&config).await.unwrap();

@@ -688,6 +688,7 @@ async fn embedded_db() -> TestDb {
         tenant: "default".to_owned(),
         service: "events".to_owned(),
         naming: NamingStrategy::PerBrandService,
+        embedded: service_core::db::EmbeddedEngine::default(),
         pool: PoolSettings::default(),
     };
     let db = Database::open(&config).await.unwrap();

@@ -42,6 +42,7 @@ async fn open_db() -> (Arc<Database>, TempDir) {
         tenant: "default".to_owned(),
         service: "saga".to_owned(),
         naming: NamingStrategy::PerBrandService,
+        embedded: service_core::db::EmbeddedEngine::default(),
         pool: PoolSettings::default(),
     };
     let db = Database::open(&config).await.expect("open embedded store");

@@ -293,6 +293,7 @@ impl TestApp {
             tenant: "default".to_owned(),
             service: auth_service::SERVICE.to_owned(),
             naming: service_core::db::NamingStrategy::PerBrandService,
+            embedded: service_core::db::EmbeddedEngine::default(),
             pool: service_core::db::PoolSettings::default(),
         };
         let db = service_core::db::Database::open(&config)

@@ -4,11 +4,13 @@
 //! multi-document [`Database::transaction`]s over JSON documents, with unique
 //! indexes, conditional updates and keyset-ordered reads. With `MONGODB_URI`
 //! set it talks to MongoDB (the production path); without it, to an embedded
-//! SQLite file under the data directory with the same semantics (see
-//! `docs/decisions/0003-embedded-store.md`). The conformance suite in
-//! `core/tests/store/` runs the same checks against both.
+//! engine under the data directory with the same semantics: the in-memory
+//! journal store by default (`docs/decisions/0008-journal-store.md`), or a
+//! SQLite file (`docs/decisions/0003-embedded-store.md`). The conformance
+//! suite in `core/tests/store/` runs the same checks against all three.
 
 mod embedded;
+mod journal;
 mod model;
 mod mongo;
 mod naming;
@@ -52,19 +54,46 @@ pub struct DbConfig {
     pub service: String,
     /// How the database is named from the above.
     pub naming: NamingStrategy,
+    /// The engine used without `mongodb_uri`.
+    pub embedded: EmbeddedEngine,
     /// MongoDB pool settings.
     pub pool: PoolSettings,
 }
 
+/// Which embedded engine serves a database without `mongodb_uri`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmbeddedEngine {
+    /// Every collection in memory, made durable by a log of commits and
+    /// periodic snapshots, in a directory `<database>.journal`: the fastest,
+    /// for data that fits in memory.
+    #[default]
+    Journal,
+    /// One SQLite file `<database>.sqlite3`: for data larger than memory.
+    Sqlite,
+}
+
+impl EmbeddedEngine {
+    /// The setting's value naming this engine (`EMBEDDED_ENGINE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Journal => "journal",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// The engine behind a [`Database`].
 enum Backend {
-    Embedded(embedded::EmbeddedStore),
+    Journal(journal::JournalStore),
+    Sqlite(embedded::EmbeddedStore),
     Mongo(mongo::MongoStore),
 }
 
 /// The engine behind a [`Transaction`].
 enum TxBackend {
-    Embedded(embedded::EmbeddedTx),
+    Journal(journal::JournalTx),
+    Sqlite(embedded::EmbeddedTx),
     Mongo(mongo::MongoTx),
 }
 
@@ -72,7 +101,8 @@ enum TxBackend {
 macro_rules! dispatch {
     ($target:expr, $engine:ident => $call:expr) => {
         match $target {
-            Backend::Embedded($engine) => $call,
+            Backend::Journal($engine) => $call,
+            Backend::Sqlite($engine) => $call,
             Backend::Mongo($engine) => $call,
         }
     };
@@ -81,7 +111,8 @@ macro_rules! dispatch {
 macro_rules! dispatch_tx {
     ($target:expr, $engine:ident => $call:expr) => {
         match $target {
-            TxBackend::Embedded($engine) => $call,
+            TxBackend::Journal($engine) => $call,
+            TxBackend::Sqlite($engine) => $call,
             TxBackend::Mongo($engine) => $call,
         }
     };
@@ -103,7 +134,8 @@ const TRANSACTION_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 impl Database {
     /// Connects to MongoDB when `config.mongodb_uri` is set, otherwise opens
-    /// (creating when missing) the embedded store under `config.data_dir`.
+    /// (creating when missing) the embedded engine's store under
+    /// `config.data_dir`.
     pub async fn open(config: &DbConfig) -> StoreResult<Self> {
         let name = config
             .naming
@@ -112,10 +144,16 @@ impl Database {
             Some(uri) => {
                 Backend::Mongo(mongo::MongoStore::connect(uri, &name, &config.pool).await?)
             }
-            None => {
-                let path = config.data_dir.join(format!("{name}.sqlite3"));
-                Backend::Embedded(embedded::EmbeddedStore::open(&path).await?)
-            }
+            None => match config.embedded {
+                EmbeddedEngine::Journal => {
+                    let dir = config.data_dir.join(format!("{name}.journal"));
+                    Backend::Journal(journal::JournalStore::open(&dir).await?)
+                }
+                EmbeddedEngine::Sqlite => {
+                    let path = config.data_dir.join(format!("{name}.sqlite3"));
+                    Backend::Sqlite(embedded::EmbeddedStore::open(&path).await?)
+                }
+            },
         };
         Ok(Self {
             backend,
@@ -132,7 +170,7 @@ impl Database {
     /// `"mongodb"` or `"embedded"`, for health reports.
     pub fn engine(&self) -> &'static str {
         match self.backend {
-            Backend::Embedded(_) => "embedded",
+            Backend::Journal(_) | Backend::Sqlite(_) => "embedded",
             Backend::Mongo(_) => "mongodb",
         }
     }
@@ -184,7 +222,7 @@ impl Database {
     pub fn pool_stats(&self) -> Option<PoolStats> {
         match &self.backend {
             Backend::Mongo(s) => Some(s.pool_stats()),
-            Backend::Embedded(_) => None,
+            Backend::Journal(_) | Backend::Sqlite(_) => None,
         }
     }
 
@@ -298,7 +336,8 @@ impl Database {
             attempt += 1;
             let may_retry = started.elapsed() < TRANSACTION_RETRY_BUDGET;
             let begun = match &self.backend {
-                Backend::Embedded(s) => s.begin().await.map(TxBackend::Embedded),
+                Backend::Journal(s) => s.begin().await.map(TxBackend::Journal),
+                Backend::Sqlite(s) => s.begin().await.map(TxBackend::Sqlite),
                 Backend::Mongo(s) => s.begin().await.map(TxBackend::Mongo),
             };
             let backend = match begun {

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{DbConfig, NamingStrategy, PoolSettings};
+use super::{DbConfig, EmbeddedEngine, NamingStrategy, PoolSettings};
 use crate::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
 
 /// The storage variables, unprefixed because every service shares them.
@@ -15,6 +15,7 @@ use crate::config::{CommonConfig, ConfigError, ConfigSpec, LayeredConfig};
 struct StorageVars {
     mongodb_uri: Option<SecretString>,
     data_dir: PathBuf,
+    embedded_engine: EmbeddedEngine,
     db_naming: NamingStrategy,
     mongodb_pool_max: u32,
     mongodb_pool_min: u32,
@@ -29,6 +30,7 @@ pub(super) fn spec() -> ConfigSpec {
     let defaults = match json!({
         "mongodb_uri": null,
         "data_dir": "data",
+        "embedded_engine": "journal",
         "db_naming": "per-service",
         "mongodb_pool_max": pool.max_size,
         "mongodb_pool_min": pool.min_size,
@@ -70,6 +72,7 @@ impl DbConfig {
             tenant: common.tenant_id.clone(),
             service: service.to_owned(),
             naming: vars.db_naming,
+            embedded: vars.embedded_engine,
             pool: PoolSettings {
                 max_size: vars.mongodb_pool_max,
                 min_size: vars.mongodb_pool_min,
@@ -99,7 +102,16 @@ mod tests {
         assert!(config.mongodb_uri.is_none());
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.naming, NamingStrategy::PerService);
+        assert_eq!(config.embedded, EmbeddedEngine::Journal);
         assert_eq!(config.pool.max_size, 100);
+    }
+
+    #[test]
+    fn environment_selects_the_sqlite_engine_and_refuses_others() {
+        let vars = |engine: &str| [("EMBEDDED_ENGINE".to_owned(), engine.to_owned())];
+        let config = DbConfig::from_vars("payment", &common(), vars("sqlite")).unwrap();
+        assert_eq!(config.embedded, EmbeddedEngine::Sqlite);
+        assert!(DbConfig::from_vars("payment", &common(), vars("leveldb")).is_err());
     }
 
     #[test]

@@ -173,6 +173,7 @@ mod tests {
             tenant: "default".to_owned(),
             service: "test".to_owned(),
             naming: NamingStrategy::PerBrandService,
+            embedded: crate::db::EmbeddedEngine::default(),
             pool: PoolSettings::default(),
         };
         (Arc::new(Database::open(&config).await.unwrap()), dir)

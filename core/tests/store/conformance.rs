@@ -277,7 +277,7 @@ pub(crate) async fn write_conflicts_are_retried_transparently(db: &TestDb) {
         .await
         .unwrap();
     let writers = match db.engine {
-        Engine::Embedded => 40,
+        Engine::Journal | Engine::Sqlite => 40,
         Engine::Mongo => 12,
     };
     let mut tasks = Vec::new();
@@ -632,7 +632,7 @@ pub(crate) async fn concurrent_transactions_with_failures_keep_the_books(db: &Te
     const START: i64 = 10_000;
     const WALLETS: [&str; 4] = ["w0", "w1", "w2", "w3"];
     let (tasks, per_task) = match db.engine {
-        Engine::Embedded => (32, 25),
+        Engine::Journal | Engine::Sqlite => (32, 25),
         Engine::Mongo => (16, 6),
     };
     for id in WALLETS {

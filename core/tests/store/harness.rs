@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use service_core::db::{Database, DbConfig, NamingStrategy, PoolSettings};
+use service_core::db::{Database, DbConfig, EmbeddedEngine, NamingStrategy, PoolSettings};
 use tempfile::TempDir;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Engine {
-    Embedded,
+    Journal,
+    Sqlite,
     Mongo,
 }
 
-/// A database of its own; the embedded one lives in a temporary directory
+/// A database of its own; an embedded one lives in a temporary directory
 /// removed when the test ends.
 pub(crate) struct TestDb {
     pub(crate) db: Arc<Database>,
@@ -30,7 +31,7 @@ impl std::ops::Deref for TestDb {
 pub(crate) async fn open(engine: Engine) -> TestDb {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mongodb_uri = match engine {
-        Engine::Embedded => None,
+        Engine::Journal | Engine::Sqlite => None,
         Engine::Mongo => Some(SecretString::from(std::env::var("TEST_MONGODB_URI").expect(
             "TEST_MONGODB_URI is not set: run scripts/test.sh, which starts a MongoDB wire server",
         ))),
@@ -44,6 +45,10 @@ pub(crate) async fn open(engine: Engine) -> TestDb {
         tenant: "default".to_owned(),
         service: "conformance".to_owned(),
         naming: NamingStrategy::PerBrandService,
+        embedded: match engine {
+            Engine::Sqlite => EmbeddedEngine::Sqlite,
+            Engine::Journal | Engine::Mongo => EmbeddedEngine::Journal,
+        },
         pool: PoolSettings::default(),
     };
     let db = Database::open(&config)

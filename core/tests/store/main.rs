@@ -1,5 +1,5 @@
-//! The storage conformance suite: every test runs against the embedded
-//! store and against a MongoDB wire server (`TEST_MONGODB_URI`, started by
+//! The storage conformance suite: every test runs against both embedded
+//! engines (journal and SQLite) and against a MongoDB wire server (`TEST_MONGODB_URI`, started by
 //! `scripts/test.sh`), so both engines are held to the same semantics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,11 +9,20 @@ mod harness;
 /// Declares each conformance test once per engine.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod embedded {
+        mod journal {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let db = crate::harness::open(crate::harness::Engine::Embedded).await;
+                    let db = crate::harness::open(crate::harness::Engine::Journal).await;
+                    crate::conformance::$name(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::harness::open(crate::harness::Engine::Sqlite).await;
                     crate::conformance::$name(&db).await;
                 }
             )*

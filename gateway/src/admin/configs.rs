@@ -16,7 +16,7 @@ use service_core::config::{
     CommonConfig, ConfigError, ConfigSpec, ConfigStore, LayeredConfig, Origin, StoredSetting,
     REDACTED,
 };
-use service_core::db::{Database, DbConfig, NamingStrategy};
+use service_core::db::{Database, DbConfig, EmbeddedEngine, NamingStrategy};
 use service_core::error::ApiError;
 
 /// One setting as `configs` and `setConfig` answer it.
@@ -83,6 +83,9 @@ fn check_storage(layers: &LayeredConfig) -> Result<(), ConfigError> {
                 .and_then(NamingStrategy::parse)
                 .is_some(),
             "data_dir" => entry.value.is_string(),
+            "embedded_engine" => {
+                serde_json::from_value::<EmbeddedEngine>(entry.value.clone()).is_ok()
+            }
             _ => entry.value.is_u64(),
         };
         if !valid {
@@ -367,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn storage_rules_refuse_unknown_naming_strategies() {
+    fn storage_rules_refuse_unknown_naming_strategies_and_engines() {
         let mut layers = LayeredConfig::new(DbConfig::spec());
         layers
             .set("db_naming", json!("per-planet"), Origin::Store)
@@ -375,6 +378,14 @@ mod tests {
         assert!(check_storage(&layers).is_err());
         layers
             .set("db_naming", json!("shared"), Origin::Store)
+            .unwrap();
+        assert!(check_storage(&layers).is_ok());
+        layers
+            .set("embedded_engine", json!("leveldb"), Origin::Store)
+            .unwrap();
+        assert!(check_storage(&layers).is_err());
+        layers
+            .set("embedded_engine", json!("sqlite"), Origin::Store)
             .unwrap();
         assert!(check_storage(&layers).is_ok());
     }

@@ -94,6 +94,7 @@ pub fn database_config(dir: &tempfile::TempDir) -> DbConfig {
         tenant: "default".to_owned(),
         service: gateway::config::SERVICE.to_owned(),
         naming: NamingStrategy::default(),
+        embedded: service_core::db::EmbeddedEngine::default(),
         pool: PoolSettings::default(),
     }
 }

@@ -95,6 +95,7 @@ async fn the_transaction_runner_retries_a_real_conflict() {
         tenant: "default".to_owned(),
         service: "live".to_owned(),
         naming: NamingStrategy::PerBrandService,
+        embedded: crate::db::EmbeddedEngine::default(),
         pool: PoolSettings::default(),
     };
     let db = Arc::new(Database::open(&config).await.unwrap());
