@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::json;
+use service_core::db::EmbeddedEngine;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{check_books, RedisServer};
@@ -83,6 +84,10 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 pub struct SoakConfig {
     /// The stores the platform runs on.
     pub mode: Mode,
+    /// The embedded store's engine, in the embedded mode. The memory check
+    /// means something on SQLite only: the journal engine keeps the books
+    /// in memory, so its resident set grows with them by design.
+    pub engine: EmbeddedEngine,
     /// How long the traffic runs.
     pub duration: Duration,
     /// Closed-loop workers of the traffic.
@@ -114,6 +119,7 @@ impl Default for SoakConfig {
     fn default() -> Self {
         Self {
             mode: Mode::Embedded,
+            engine: EmbeddedEngine::default(),
             duration: Duration::from_secs(600),
             concurrency: 16,
             fault_every: Duration::from_secs(60),
@@ -267,6 +273,12 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Summary> {
             "1000000".to_owned(),
         ),
     ];
+    if matches!(config.mode, Mode::Embedded) {
+        extra.push((
+            "EMBEDDED_ENGINE".to_owned(),
+            config.engine.name().to_owned(),
+        ));
+    }
     if let Some(redis) = &redis {
         extra.push(("REDIS_URL".to_owned(), redis.url()));
         // The wire server is a test stand-in far slower than MongoDB: the
@@ -490,6 +502,7 @@ async fn drive(
 
     let summary = Summary {
         mode: config.mode,
+        engine: config.engine,
         duration: config.duration,
         concurrency: config.concurrency,
         total: report.line("all"),

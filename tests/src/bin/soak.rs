@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p e2e --bin soak -- --duration 10m [--mode embedded|redis-mongo]
-//!     [--concurrency 16] [--fault-every 60s] [--fault-hold 5s] [--members 20]
+//!     [--engine journal|sqlite] [--concurrency 16] [--fault-every 60s] [--fault-hold 5s] [--members 20]
 //!     [--subscribers 2] [--warm-up 60s] [--max-rss-growth-mib 64]
 //!     [--error-budget-percent 0.1] [--seed 1]
 //! ```
@@ -20,8 +20,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use e2e::soak::{self, SoakConfig};
 use e2e::Mode;
+use service_core::db::EmbeddedEngine;
 
-const USAGE: &str = "usage: soak [--duration 10m] [--mode embedded|redis-mongo] [--concurrency N] \
+const USAGE: &str = "usage: soak [--duration 10m] [--mode embedded|redis-mongo] \
+[--engine journal|sqlite] [--concurrency N] \
 [--fault-every 60s] [--fault-hold 5s] [--members N] [--subscribers N] [--warm-up 60s] \
 [--max-rss-growth-mib MIB] [--error-budget-percent PCT] [--seed N]
 durations: a number with a unit (500ms, 30s, 10m, 1h); a bare number is seconds";
@@ -55,6 +57,13 @@ fn parse(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Option<SoakCon
                     "embedded" => Mode::Embedded,
                     "redis-mongo" => Mode::RedisMongo,
                     other => bail!("--mode: `{other}` is not embedded or redis-mongo"),
+                }
+            }
+            "--engine" => {
+                config.engine = match value.as_str() {
+                    "journal" => EmbeddedEngine::Journal,
+                    "sqlite" => EmbeddedEngine::Sqlite,
+                    other => bail!("--engine: `{other}` is not journal or sqlite"),
                 }
             }
             "--concurrency" => config.concurrency = count()?,
@@ -162,6 +171,11 @@ mod tests {
         assert_eq!(config.warm_up, Duration::from_secs(60));
         assert!(parse(["--bogus", "1"].iter().map(|a| (*a).to_owned())).is_err());
         assert!(parse(["--mode", "sqlite"].iter().map(|a| (*a).to_owned())).is_err());
+        let sqlite = parse(["--engine", "sqlite"].iter().map(|a| (*a).to_owned()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sqlite.engine, EmbeddedEngine::Sqlite);
+        assert!(parse(["--engine", "leveldb"].iter().map(|a| (*a).to_owned())).is_err());
         Ok(())
     }
 }

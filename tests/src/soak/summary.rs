@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use service_core::db::EmbeddedEngine;
+
 use super::traffic::{Kind, KindStats};
 use super::{FeedHandle, SoakConfig, FAULT_CODES};
 use crate::Mode;
@@ -166,6 +168,8 @@ pub struct BooksFigures {
 pub struct Summary {
     /// The stores.
     pub mode: Mode,
+    /// The embedded engine (embedded mode only).
+    pub engine: EmbeddedEngine,
     /// How long the traffic ran.
     pub duration: Duration,
     /// Its workers.
@@ -290,8 +294,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "soak: mode={:?} duration={:?} concurrency={}",
-            self.mode, self.duration, self.concurrency
+            "soak: mode={:?}{} duration={:?} concurrency={}",
+            self.mode,
+            match self.mode {
+                Mode::Embedded => format!(" engine={}", self.engine.name()),
+                Mode::RedisMongo => String::new(),
+            },
+            self.duration,
+            self.concurrency
         )?;
         writeln!(
             f,
