@@ -126,6 +126,24 @@ pub struct Database {
     reruns: AtomicU64,
 }
 
+/// Takes an embedded engine's one writer, waiting at most `wait`. Only
+/// reached when transactions queue that long, or when code opens a
+/// transaction while its own task already holds one (which would otherwise
+/// wait forever).
+async fn take_writer<T>(
+    writer: &std::sync::Arc<tokio::sync::Mutex<T>>,
+    wait: Duration,
+) -> StoreResult<tokio::sync::OwnedMutexGuard<T>> {
+    tokio::time::timeout(wait, writer.clone().lock_owned())
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "no transaction could start within {wait:?}: the writer stayed busy \
+                 (a transaction opened while the same task holds another?)"
+            ))
+        })
+}
+
 /// How long a transaction that keeps conflicting is run again before the
 /// conflict is reported. A budget of time rather than a count of runs: how
 /// many runs fit depends on how long each takes, and a busy server makes

@@ -259,15 +259,7 @@ impl EmbeddedStore {
     #[tracing::instrument(level = "trace", skip_all)]
     pub(crate) async fn begin(&self) -> StoreResult<EmbeddedTx> {
         let queue = Queued::join(&self.queued, &self.writer);
-        let mut writer = tokio::time::timeout(self.writer_wait, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "no transaction could start within {:?}: the writer stayed busy \
-                     (a transaction opened while the same task holds another?)",
-                    self.writer_wait
-                ))
-            })?;
+        let mut writer = crate::db::take_writer(&self.writer, self.writer_wait).await?;
         queue.arrived();
         // Another process (or another store on this file) may hold the
         // write lock for a moment: poll for it, without blocking the thread.

@@ -202,15 +202,7 @@ impl Engine {
     /// Starts a transaction, waiting for the writer.
     #[tracing::instrument(level = "trace", skip_all)]
     pub(crate) async fn begin(&self) -> StoreResult<JournalTx> {
-        let journal = tokio::time::timeout(self.writer_wait, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "no transaction could start within {:?}: the writer stayed busy \
-                     (a transaction opened while the same task holds another?)",
-                    self.writer_wait
-                ))
-            })?;
+        let journal = crate::db::take_writer(&self.writer, self.writer_wait).await?;
         if journal.poisoned() {
             return Err(poisoned());
         }
