@@ -7,11 +7,11 @@
 //! nothing and a power cut at most about one interval, the same trade the
 //! embedded SQLite engine makes with `synchronous=NORMAL`.
 //!
-//! Once a segment passes [`Options::compact_after`], the store asks for a
-//! snapshot: the journal seals the segment, starts the next one, and a
-//! background thread writes the whole state (as of the sealed segment's end)
-//! to `snapshot.tmp`, renames it over `snapshot` and deletes the segments it
-//! covers. The rename is the commit point: before it, recovery uses the old
+//! Once a segment passes [`Options::compact_after`] and the size of the last
+//! snapshot, the store asks for a snapshot: the journal seals the segment,
+//! starts the next one, and a background thread writes the whole state (as
+//! of the sealed segment's end) to `snapshot.tmp`, renames it over
+//! `snapshot` and deletes the segments it covers. The rename is the commit point: before it, recovery uses the old
 //! snapshot and every segment; after it, the new snapshot and the segments
 //! past it. Segments the snapshot covers but that survived a crash are
 //! deleted on the next open rather than replayed twice.
@@ -259,9 +259,14 @@ impl Journal {
     }
 
     /// Whether a snapshot is due: the current segment passed
-    /// `compact_after` and no snapshot is being written.
+    /// `compact_after` and the size of the last snapshot, and no snapshot
+    /// is being written. Waiting for the log to outgrow the snapshot keeps
+    /// the cost of snapshots proportional to what is logged: with a fixed
+    /// threshold a growing store would rewrite all of its data ever more
+    /// often per byte committed.
     pub(super) fn snapshot_due(&self) -> bool {
-        self.segment_len >= self.compact_after && !self.snapshot_running()
+        let snapshot = self.shared.snapshot_bytes.load(Ordering::Relaxed);
+        self.segment_len >= self.compact_after.max(snapshot) && !self.snapshot_running()
     }
 
     fn snapshot_running(&self) -> bool {

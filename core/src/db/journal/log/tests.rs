@@ -205,6 +205,31 @@ fn a_snapshot_replaces_the_segments_it_covers() {
 }
 
 #[test]
+fn the_next_snapshot_waits_for_the_log_to_outgrow_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        compact_after: 100,
+        ..Options::default()
+    };
+    let (mut journal, _) = Journal::open(dir.path(), &options, WAIT).unwrap();
+    let big: Vec<Record> = (0..50)
+        .map(|n| put("wallets", &format!("w{n}"), n))
+        .collect();
+    journal.start_snapshot(emitting(big)).unwrap();
+    journal.wait_for_snapshot();
+    let (snapshot, _) = journal.sizes();
+    assert!(snapshot > 1_000, "the snapshot is {snapshot} bytes");
+
+    // Past `compact_after`, but not yet past the snapshot.
+    append_all(&mut journal, &samples());
+    assert!(!journal.snapshot_due());
+    while journal.sizes().1 < snapshot {
+        journal.append(&put("wallets", "w0", 1)).unwrap();
+    }
+    assert!(journal.snapshot_due());
+}
+
+#[test]
 fn a_segment_left_behind_by_a_crash_is_not_replayed_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = open(dir.path()).unwrap();
